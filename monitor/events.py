@@ -1,0 +1,147 @@
+"""The event envelope: CloudEvents 1.0 in structured JSON mode.
+
+Every event on the ``user-events`` topic is one JSON object with the
+CloudEvents context attributes, two extension attributes of ours
+(``schemaversion`` and ``actor``) and a ``data`` object whose shape depends on
+``type``. Producers build envelopes with :func:`build_event`; consumers accept
+bytes only through :func:`parse_event`, which either returns a valid envelope
+or raises :class:`InvalidEvent` with a reason fit for a dead-letter record.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+SPEC_VERSION = "1.0"
+SCHEMA_VERSION = 1
+CONTENT_TYPE = "application/json"
+
+# The data fields each event type must carry, with their JSON types. A type
+# missing here is unknown and is dead-lettered.
+DATA_FIELDS: dict[str, dict[str, type]] = {
+    "user.signed_up": {"user_id": int, "username": str},
+    "photo.posted": {
+        "post_id": int,
+        "author_id": int,
+        "author": str,
+        "caption": str,
+        "photo_url": str,
+    },
+}
+EVENT_TYPES = frozenset(DATA_FIELDS)
+
+REQUIRED_STRINGS = ("specversion", "id", "source", "type", "time", "subject", "actor")
+
+Event = dict[str, Any]
+
+
+class InvalidEvent(ValueError):
+    """Raised for input that is not a valid envelope; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a ``Z`` suffix."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp that carries an offset; return it in UTC."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidEvent(f"time is not an RFC 3339 timestamp: {text[:64]!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidEvent("time has no UTC offset")
+    return moment.astimezone(UTC)
+
+
+def build_event(
+    *,
+    type: str,
+    subject: str,
+    actor: str,
+    data: dict[str, Any],
+    source: str,
+    time: datetime | None = None,
+    id: uuid.UUID | None = None,
+) -> Event:
+    """A new, validated envelope. Raises InvalidEvent if ``data`` does not fit ``type``."""
+    event: Event = {
+        "specversion": SPEC_VERSION,
+        "id": str(id or uuid.uuid4()),
+        "source": source,
+        "type": type,
+        "time": format_time(time or datetime.now(UTC)),
+        "subject": subject,
+        "datacontenttype": CONTENT_TYPE,
+        "schemaversion": SCHEMA_VERSION,
+        "actor": actor,
+        "data": data,
+    }
+    validate_event(event)
+    return event
+
+
+def encode_event(event: Event) -> bytes:
+    """Compact UTF-8 JSON; the bytes that go on the topic."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def parse_event(raw: bytes | None, *, max_bytes: int | None = None) -> Event:
+    """Decode and validate one record value; raise InvalidEvent with a reason."""
+    if raw is None:
+        raise InvalidEvent("record has no value")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidEvent(f"record is {len(raw)} bytes, over the limit of {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(f"value is not JSON: {exc.msg} at {exc.pos}") from None
+    validate_event(event)
+    return event
+
+
+def validate_event(event: Any) -> None:
+    """Check an envelope's attributes and its data against its type."""
+    if not isinstance(event, dict):
+        raise InvalidEvent("envelope is not a JSON object")
+    for name in REQUIRED_STRINGS:
+        value = event.get(name)
+        if not isinstance(value, str) or not value:
+            raise InvalidEvent(f"{name} is missing or not a non-empty string")
+    if event["specversion"] != SPEC_VERSION:
+        raise InvalidEvent(f"unsupported specversion {event['specversion']!r}")
+    version = event.get("schemaversion")
+    if type(version) is not int:
+        raise InvalidEvent("schemaversion is missing or not an integer")
+    if version != SCHEMA_VERSION:
+        raise InvalidEvent(f"unsupported schemaversion {version}")
+    try:
+        uuid.UUID(event["id"])
+    except ValueError:
+        raise InvalidEvent(f"id is not a UUID: {event['id'][:64]!r}") from None
+    parse_time(event["time"])
+    if event.get("datacontenttype", CONTENT_TYPE) != CONTENT_TYPE:
+        raise InvalidEvent(f"unsupported datacontenttype {event['datacontenttype']!r}")
+    fields = DATA_FIELDS.get(event["type"])
+    if fields is None:
+        raise InvalidEvent(f"unknown event type {event['type'][:64]!r}")
+    data = event.get("data")
+    if not isinstance(data, dict):
+        raise InvalidEvent("data is missing or not a JSON object")
+    for name, kind in fields.items():
+        value = data.get(name)
+        # bool is an int in Python but not in the schema.
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InvalidEvent(f"data.{name} is missing or not of type {kind.__name__}")

@@ -1,0 +1,201 @@
+"""Live fan-out: one Kafka reader per web process, one hub, many sockets.
+
+The tutorial way (one channel-layer ``group_send`` per event per client) is
+slow and, at the default capacity, silently loses messages. Here each ASGI
+process reads the topic itself (no consumer group, starting at the end) and
+hands the events to an in-process :class:`FanoutHub`. The hub gathers what
+arrives within one tick, encodes that batch **once** as a JSON frame, and
+offers the same string to every registered :class:`ClientStream`.
+
+Each client has a bounded queue of frames. A client whose queue is full
+loses frames, but never silently: the next frame it gets is a ``gap``
+notice with the number of events it missed.
+
+Daphne has no ASGI lifespan, so the reader starts with the first client and
+stops when the last one has been gone for a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from django.conf import settings
+
+from . import kafka
+from .events import InvalidEvent, parse_event
+
+logger = logging.getLogger(__name__)
+
+SendText = Callable[[str], Awaitable[None]]
+
+
+class ClientStream:
+    """One socket's bounded queue of frames and the task that sends them in order."""
+
+    def __init__(self, send: SendText, *, max_frames: int) -> None:
+        self._send = send
+        self._max_frames = max_frames
+        self._queue: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self.missed = 0
+        self.delivered = 0
+        self._task = asyncio.create_task(self._pump())
+
+    def offer(self, frame: str, events: int) -> None:
+        """Queue a frame of ``events`` events, or count them missed if the queue is full."""
+        if len(self._queue) >= self._max_frames:
+            self.missed += events
+            return
+        if self.missed:
+            self._queue.append(json.dumps({"type": "gap", "missed": self.missed}))
+            self.missed = 0
+        self._queue.append(frame)
+        self.delivered += events
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                await self._send(self._queue.popleft())
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+class FanoutHub:
+    """Registers client streams and broadcasts batches of events to them."""
+
+    def __init__(self) -> None:
+        self.clients: set[ClientStream] = set()
+        self._pending: list[str] = []
+        self._flush_scheduled = False
+        self._reader: LiveReader | None = None
+        self._idle_stop: asyncio.TimerHandle | None = None
+
+    async def register(self, client: ClientStream, *, timeout: float = 10.0) -> None:
+        """Add a client; returns once the process's reader is positioned on the topic."""
+        self.clients.add(client)
+        if self._idle_stop is not None:
+            self._idle_stop.cancel()
+            self._idle_stop = None
+        if self._reader is None or self._reader.failed:
+            self._reader = LiveReader(self)
+            self._reader.start()
+        await self._reader.wait_ready(timeout)
+
+    def unregister(self, client: ClientStream) -> None:
+        self.clients.discard(client)
+        client.close()
+        if not self.clients and self._reader is not None and self._idle_stop is None:
+            loop = asyncio.get_running_loop()
+            self._idle_stop = loop.call_later(settings.FANOUT_IDLE_STOP_SECONDS, self._stop_reader)
+
+    def _stop_reader(self) -> None:
+        self._idle_stop = None
+        if not self.clients and self._reader is not None:
+            self._reader.stop()
+            self._reader = None
+
+    def publish(self, items: list[str]) -> None:
+        """Queue encoded events (``{"topic":..,"partition":..,"offset":..,"event":..}``)."""
+        if not items:
+            return
+        self._pending.extend(items)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(settings.FANOUT_TICK_MS / 1000, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        items, self._pending = self._pending, []
+        frame = '{"type":"events","events":[' + ",".join(items) + "]}"
+        for client in self.clients:
+            client.offer(frame, len(items))
+
+
+def encode_item(record_topic: str, partition: int, offset: int, value: bytes) -> str:
+    """One event as it appears in a frame; the envelope's own JSON is reused verbatim."""
+    return (
+        f'{{"topic":{json.dumps(record_topic)},"partition":{partition},'
+        f'"offset":{offset},"event":{value.decode()}}}'
+    )
+
+
+class LiveReader:
+    """Reads the events topic from its end and feeds the hub."""
+
+    def __init__(self, hub: FanoutHub) -> None:
+        self.hub = hub
+        self.ready = asyncio.Event()
+        self.failed = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return once positioned; raise ConnectionError if the reader failed or timed out."""
+        assert self._task is not None
+        ready = asyncio.ensure_future(self.ready.wait())
+        try:
+            await asyncio.wait({ready, self._task}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            ready.cancel()
+        if not self.ready.is_set():
+            raise ConnectionError("the live event reader could not reach the broker")
+
+    async def _run(self) -> None:
+        consumer: AIOKafkaConsumer | None = None
+        try:
+            await kafka.ensure_topics()
+            topic = settings.KAFKA_EVENTS_TOPIC
+            consumer = kafka.make_consumer(
+                group_id=None,
+                auto_offset_reset="latest",
+                fetch_max_wait_ms=settings.KAFKA_LIVE_FETCH_WAIT_MS,
+            )
+            await consumer.start()
+            partitions = await kafka.wait_for_topic(consumer, topic, timeout=10)
+            assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
+            consumer.assign(assigned)
+            await consumer.seek_to_end(*assigned)
+            for tp in assigned:
+                await consumer.position(tp)  # resolve now, so nothing after "ready" is skipped
+            self.ready.set()
+            logger.info("live reader on %s, partitions %s", topic, sorted(partitions))
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000)
+                items = []
+                for records in batch.values():
+                    for record in records:
+                        try:
+                            parse_event(record.value, max_bytes=settings.MAX_EVENT_BYTES)
+                        except InvalidEvent:
+                            continue  # the consumer groups dead-letter it; viewers never see it
+                        items.append(
+                            encode_item(record.topic, record.partition, record.offset, record.value)
+                        )
+                self.hub.publish(items)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.failed = True
+            logger.exception("live reader stopped")
+            raise
+        finally:
+            if consumer is not None:
+                await consumer.stop()
+
+
+hub = FanoutHub()

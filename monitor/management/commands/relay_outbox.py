@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from monitor.workers import OutboxRelay, run_until_stopped
+
+
+class Command(BaseCommand):
+    help = "Publish outbox events that were not acknowledged by the broker yet."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
+
+    def handle(self, *args: object, **options: object) -> None:
+        run_until_stopped(OutboxRelay(interval=float(options["interval"])))  # type: ignore[arg-type]

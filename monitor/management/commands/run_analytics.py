@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from monitor.workers import AnalyticsWorker, run_until_stopped
+
+
+class Command(BaseCommand):
+    help = "Consume user-events in the 'analytics' group and store them in the database."
+
+    def handle(self, *args: object, **options: object) -> None:
+        run_until_stopped(AnalyticsWorker())

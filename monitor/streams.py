@@ -1,0 +1,87 @@
+"""The WebSocket stream at /ws/events/ (protocol in the README).
+
+Server to client, JSON text frames:
+
+- ``{"type": "welcome", "protocol": 1, "user": "..."}`` once the stream is live;
+- ``{"type": "events", "events": [{"topic", "partition", "offset", "event"}]}``;
+- ``{"type": "gap", "missed": N}`` when N events were dropped for this client;
+- ``{"type": "pong"}`` and ``{"type": "error", "code": "...", "message": "..."}``.
+
+Client to server: ``{"type": "ping"}``. Anything else gets an error frame
+and the connection stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from .fanout import ClientStream, hub
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_BROKER_UNAVAILABLE = 4503
+MAX_CLIENT_FRAME_CHARS = 64 * 1024
+
+
+class EventStreamConsumer(AsyncWebsocketConsumer):
+    stream: ClientStream | None = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.send_json({"type": "error", "code": "unauthenticated",
+                                  "message": "sign in first"})
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.stream = ClientStream(self._send_text, max_frames=settings.FANOUT_CLIENT_QUEUE_FRAMES)
+        try:
+            await hub.register(self.stream)
+        except (ConnectionError, TimeoutError) as exc:
+            logger.warning("stream refused: %s", exc)
+            await self.send_json({"type": "error", "code": "broker_unavailable",
+                                  "message": str(exc)})
+            await self.close(code=CLOSE_BROKER_UNAVAILABLE)
+            return
+        await self.send_json(
+            {"type": "welcome", "protocol": PROTOCOL_VERSION, "user": user.get_username()}
+        )
+
+    async def disconnect(self, code: int) -> None:
+        if self.stream is not None:
+            hub.unregister(self.stream)
+            self.stream = None
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.send_error("binary_unsupported", "send JSON text frames")
+            return
+        if len(text_data) > MAX_CLIENT_FRAME_CHARS:
+            await self.send_error("too_large", f"frames are limited to {MAX_CLIENT_FRAME_CHARS} characters")
+            return
+        try:
+            message = json.loads(text_data)
+        except json.JSONDecodeError as exc:
+            await self.send_error("malformed", f"not JSON: {exc.msg}")
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "ping":
+            await self.send_json({"type": "pong"})
+        else:
+            await self.send_error("unknown_type", f"unknown message type {str(kind)[:64]!r}")
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send_json({"type": "error", "code": code, "message": message})
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content))
+
+    async def _send_text(self, frame: str) -> None:
+        await self.send(text_data=frame)

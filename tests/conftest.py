@@ -1,0 +1,124 @@
+"""Shared fixtures: the embedded broker, a running stack, users and images."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from PIL import Image
+
+from monitor.broker import EmbeddedBroker, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kafka_broker() -> Iterator[EmbeddedBroker]:
+    """One embedded broker for the whole session, on a free port."""
+    broker = EmbeddedBroker().start()
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+    settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap_servers
+    yield broker
+    from monitor.publisher import publisher
+
+    publisher.stop(timeout=2)
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, media_root: Path) -> None:  # type: ignore[no-untyped-def]
+    settings.MEDIA_ROOT = media_root
+
+
+def jpeg_bytes(size: tuple[int, int] = (64, 48), color: str = "teal") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def user(django_user_model):  # type: ignore[no-untyped-def]
+    return django_user_model.objects.create_user(username="alice", password="pw-alice-123")
+
+
+@dataclass
+class Stack:
+    """Server processes running against the test database and broker."""
+
+    base_url: str
+    ws_url: str
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]]
+
+    @property
+    def origin(self) -> str:
+        return self.base_url
+
+
+def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    """daphne and the analytics worker, as the product runs them, on the test database."""
+    db_name = settings.DATABASES["default"]["NAME"]
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+        "DJANGO_MEDIA_ROOT": str(media_root),
+        "FANOUT_IDLE_STOP_SECONDS": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{db_name}"
+    processes = {
+        "web": subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "eventsite.asgi:application"],
+            cwd=ROOT, env=env,
+        ),
+        "analytics": subprocess.Popen(
+            [sys.executable, "manage.py", "run_analytics"], cwd=ROOT, env=env
+        ),
+    }
+    try:
+        _wait_for_http(f"http://127.0.0.1:{port}/healthz", processes["web"], timeout=30)
+        yield Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, processes)
+    finally:
+        for process in processes.values():
+            stop_process(process)
