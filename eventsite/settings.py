@@ -109,9 +109,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Tests run servers in other processes, so the test database is a file.
+    # Tests run servers in other processes, so the test database is a file,
+    # one per test run so that two runs never share it.
     DATABASES["default"]["TEST"] = {
-        "NAME": os.getenv("EVENTSITE_TEST_DB", str(VAR_DIR / "test-eventsite.sqlite3"))
+        "NAME": os.getenv("EVENTSITE_TEST_DB", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -53,6 +53,7 @@ class EventPublisher:
         return self._idle.wait(timeout)
 
     def _start(self) -> None:
+        self._stopping = False
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="event-publisher", daemon=True
@@ -106,13 +107,15 @@ class EventPublisher:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Flush what is queued (within ``timeout``) and stop the thread."""
-        if self._thread is None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None or not thread.is_alive():
             return
         self.wait_idle(timeout)
         self._stopping = True
         if self._loop is not None and self._wakeup is not None:
             self._loop.call_soon_threadsafe(self._wakeup.set)
-        self._thread.join(timeout)
+        thread.join(timeout)
 
 
 def _mark_sent(event_ids: list[str]) -> None:
