@@ -27,7 +27,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AnalyticsEventAdmin(ReadOnlyAdmin):
     list_display = ("time", "type", "actor", "subject", "partition", "offset", "event_id")
     list_filter = ("type",)
-    search_fields = ("event_id", "actor", "subject")
+    search_fields = ("=event_id", "actor", "subject")
     date_hierarchy = "time"
 
 
@@ -42,5 +42,5 @@ class EventMinuteCountAdmin(ReadOnlyAdmin):
 class OutboxEventAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "event_type", "event_id", "sent_at", "attempts")
     list_filter = ("event_type", ("sent_at", admin.EmptyFieldListFilter))
-    search_fields = ("event_id",)
+    search_fields = ("=event_id",)
     exclude = ("payload",)

@@ -98,7 +98,9 @@ class EventPublisher:
                 await asyncio.wait_for(producer.start(), 10)
             acknowledged = await outbox.publish_rows(producer, rows)
         except Exception as exc:  # noqa: BLE001 - the relay will send these rows later
-            logger.warning("eager publish failed, leaving %d events to the relay: %s", len(rows), exc)
+            logger.warning(
+                "eager publish failed, leaving %d events to the relay: %s", len(rows), exc
+            )
             if producer is not None:
                 await _stop_quietly(producer)
             return None

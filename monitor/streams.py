@@ -37,8 +37,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.send_json({"type": "error", "code": "unauthenticated",
-                                  "message": "sign in first"})
+            await self.send_json(
+                {"type": "error", "code": "unauthenticated", "message": "sign in first"}
+            )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.stream = ClientStream(self._send_text, max_frames=settings.FANOUT_CLIENT_QUEUE_FRAMES)
@@ -46,8 +47,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await hub.register(self.stream)
         except (ConnectionError, TimeoutError) as exc:
             logger.warning("stream refused: %s", exc)
-            await self.send_json({"type": "error", "code": "broker_unavailable",
-                                  "message": str(exc)})
+            await self.send_json(
+                {"type": "error", "code": "broker_unavailable", "message": str(exc)}
+            )
             await self.close(code=CLOSE_BROKER_UNAVAILABLE)
             return
         await self.send_json(
@@ -64,7 +66,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await self.send_error("binary_unsupported", "send JSON text frames")
             return
         if len(text_data) > MAX_CLIENT_FRAME_CHARS:
-            await self.send_error("too_large", f"frames are limited to {MAX_CLIENT_FRAME_CHARS} characters")
+            await self.send_error(
+                "too_large", f"frames are limited to {MAX_CLIENT_FRAME_CHARS} characters"
+            )
             return
         try:
             message = json.loads(text_data)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import time
 
 from asgiref.sync import sync_to_async
@@ -91,7 +90,7 @@ async def healthz(request: HttpRequest) -> JsonResponse:
             "ok": True,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         }
-    except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001
+    except (TimeoutError, Exception) as exc:  # noqa: BLE001
         report["broker"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}".strip()}
     healthy = report["database"]["ok"] and report["broker"]["ok"]
     report["status"] = "ok" if healthy else "unavailable"

@@ -116,7 +116,11 @@ class BatchWorker:
         futures = []
         for record, reason in dead:
             logger.warning(
-                "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
+                "dead-lettering %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                reason,
             )
             headers = [
                 ("dlq.reason", reason.encode()),

@@ -40,7 +40,7 @@ def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _media_in_tmp(settings, media_root: Path) -> None:  # type: ignore[no-untyped-def]
+def _media_in_tmp(settings, media_root: Path) -> None:
     settings.MEDIA_ROOT = media_root
 
 
@@ -51,7 +51,7 @@ def jpeg_bytes(size: tuple[int, int] = (64, 48), color: str = "teal") -> bytes:
 
 
 @pytest.fixture
-def user(django_user_model):  # type: ignore[no-untyped-def]
+def user(django_user_model):
     return django_user_model.objects.create_user(username="alice", password="pw-alice-123")
 
 
@@ -93,7 +93,7 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Iterator[Stack]:
     """daphne and the analytics worker, as the product runs them, on the test database."""
     db_name = settings.DATABASES["default"]["NAME"]
     port = free_port()
@@ -108,9 +108,18 @@ def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Itera
         env["DATABASE_URL"] = f"sqlite:///{db_name}"
     processes = {
         "web": subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "eventsite.asgi:application"],
-            cwd=ROOT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "eventsite.asgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
         ),
         "analytics": subprocess.Popen(
             [sys.executable, "manage.py", "run_analytics"], cwd=ROOT, env=env

@@ -46,7 +46,7 @@ def post_photo(client: httpx.Client, stack: Stack, caption: str) -> httpx.Respon
     )
 
 
-async def receive_until(websocket, predicate, timeout: float) -> list[dict]:  # type: ignore[no-untyped-def]
+async def receive_until(websocket, predicate, timeout: float) -> list[dict]:
     """Frames received until one satisfies ``predicate``; fails after ``timeout``."""
     frames = []
     async with asyncio.timeout(timeout):
@@ -61,7 +61,7 @@ def events_of(frames: list[dict]) -> list[dict]:
     return [item for frame in frames if frame["type"] == "events" for item in frame["events"]]
 
 
-def wait_for(condition, timeout: float):  # type: ignore[no-untyped-def]
+def wait_for(condition, timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()
@@ -106,7 +106,11 @@ def test_it_carries_a_post_from_http_to_websocket_and_analytics(stack: Stack) ->
 
     # The analytics worker stores the same event once, with its position.
     row = wait_for(lambda: AnalyticsEvent.objects.filter(event_id=event["id"]).first(), 15)
-    assert (row.type, row.partition, row.offset) == ("photo.posted", item["partition"], item["offset"])
+    assert (row.type, row.partition, row.offset) == (
+        "photo.posted",
+        item["partition"],
+        item["offset"],
+    )
     assert EventMinuteCount.objects.filter(type="photo.posted").get().count == 1
     # Both events (signup and post) were acknowledged by the broker.
     wait_for(lambda: not OutboxEvent.objects.filter(sent_at__isnull=True).exists(), 10)

@@ -7,7 +7,7 @@ from monitor.broker import free_port
 pytestmark = pytest.mark.django_db
 
 
-def test_it_is_healthy_with_database_and_broker_up(client) -> None:  # type: ignore[no-untyped-def]
+def test_it_is_healthy_with_database_and_broker_up(client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     body = response.json()
@@ -17,7 +17,7 @@ def test_it_is_healthy_with_database_and_broker_up(client) -> None:  # type: ign
     assert body["outbox"] == {"unsent": 0, "oldest_unsent_age_seconds": 0.0}
 
 
-def test_it_answers_503_when_the_broker_is_down(client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_it_answers_503_when_the_broker_is_down(client, settings) -> None:
     settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"
     response = client.get("/healthz")
     assert response.status_code == 503

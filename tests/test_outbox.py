@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def topic(settings):  # type: ignore[no-untyped-def]
+def topic(settings):
     name = f"outbox-{uuid.uuid4().hex[:8]}"
     settings.KAFKA_EVENTS_TOPIC = name
     settings.KAFKA_DLQ_TOPIC = f"{name}.dlq"
@@ -45,21 +45,29 @@ def emit_signups(count: int) -> list[str]:
 
 def test_it_refuses_to_emit_outside_a_transaction() -> None:
     with pytest.raises(RuntimeError, match="transaction.atomic"):
-        emit_event(type="user.signed_up", subject="users/1", actor="1",
-                   data={"user_id": 1, "username": "x"})
+        emit_event(
+            type="user.signed_up",
+            subject="users/1",
+            actor="1",
+            data={"user_id": 1, "username": "x"},
+        )
     assert not OutboxEvent.objects.exists()
 
 
-def test_it_emits_nothing_when_the_transaction_rolls_back(settings) -> None:  # type: ignore[no-untyped-def]
+def test_it_emits_nothing_when_the_transaction_rolls_back(settings) -> None:
     settings.EVENTS_PUBLISH_EAGERLY = False
     with pytest.raises(ValueError), transaction.atomic():
-        emit_event(type="user.signed_up", subject="users/1", actor="1",
-                   data={"user_id": 1, "username": "x"})
+        emit_event(
+            type="user.signed_up",
+            subject="users/1",
+            actor="1",
+            data={"user_id": 1, "username": "x"},
+        )
         raise ValueError("the change failed")
     assert not OutboxEvent.objects.exists()
 
 
-def test_the_relay_publishes_unsent_rows_and_marks_them_sent(topic, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_relay_publishes_unsent_rows_and_marks_them_sent(topic, settings) -> None:
     settings.EVENTS_PUBLISH_EAGERLY = False
     settings.OUTBOX_RELAY_AFTER_SECONDS = 0
     ids = emit_signups(25)
@@ -83,7 +91,7 @@ def test_the_relay_publishes_unsent_rows_and_marks_them_sent(topic, settings) ->
     assert asyncio.run(relay()) == 0
 
 
-def test_the_relay_leaves_fresh_rows_to_the_eager_path(topic, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_relay_leaves_fresh_rows_to_the_eager_path(topic, settings) -> None:
     settings.EVENTS_PUBLISH_EAGERLY = False
     settings.OUTBOX_RELAY_AFTER_SECONDS = 60
     emit_signups(3)
@@ -100,7 +108,7 @@ def test_the_relay_leaves_fresh_rows_to_the_eager_path(topic, settings) -> None:
     assert OutboxEvent.objects.filter(sent_at__isnull=True).count() == 3
 
 
-def test_it_publishes_eagerly_after_commit(topic) -> None:  # type: ignore[no-untyped-def]
+def test_it_publishes_eagerly_after_commit(topic) -> None:
     ids = emit_signups(5)
     deadline = time.monotonic() + 10
     while OutboxEvent.objects.filter(sent_at__isnull=True).exists():

@@ -35,15 +35,21 @@ def browser() -> Iterator[object]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield browser
         browser.close()
     del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
-def sign_up(browser, stack: Stack, username: str):  # type: ignore[no-untyped-def]
+def sign_up(browser, stack: Stack, username: str):
     context = browser.new_context(base_url=stack.base_url)
     page = context.new_page()
     page.goto("/accounts/signup/")
@@ -54,7 +60,9 @@ def sign_up(browser, stack: Stack, username: str):  # type: ignore[no-untyped-de
     return context, page
 
 
-def test_a_post_appears_live_on_the_dashboard_and_in_the_feed(browser, stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_post_appears_live_on_the_dashboard_and_in_the_feed(
+    browser, stack: Stack, tmp_path
+) -> None:
     viewer, feed_page = sign_up(browser, stack, "viewer")
     dashboard = viewer.new_page()
     dashboard.goto("/dashboard/")
@@ -96,7 +104,7 @@ def test_a_post_appears_live_on_the_dashboard_and_in_the_feed(browser, stack: St
     poster.close()
 
 
-def test_a_bad_upload_shows_a_message(browser, stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_upload_shows_a_message(browser, stack: Stack, tmp_path) -> None:
     context, page = sign_up(browser, stack, "uploader")
     fake = tmp_path / "notes.jpg"
     fake.write_text("this is not an image")

@@ -36,7 +36,7 @@ def _child_pids(output: str) -> list[int]:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_it_serves_everything_and_stops_every_process(tmp_path, signum) -> None:  # type: ignore[no-untyped-def]
+def test_it_serves_everything_and_stops_every_process(tmp_path, signum) -> None:
     port = free_port()
     env = {
         key: value
@@ -53,7 +53,10 @@ def test_it_serves_everything_and_stops_every_process(tmp_path, signum) -> None:
     with open(log, "wb") as output:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "runstack"],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 60

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def topics(settings):  # type: ignore[no-untyped-def]
+def topics(settings):
     """A fresh events topic and DLQ for this test, so runs never see each other's records."""
     name = f"events-{uuid.uuid4().hex[:8]}"
     settings.KAFKA_EVENTS_TOPIC = name
@@ -83,7 +83,7 @@ async def read_all(topic: str, count: int) -> list:
     return records
 
 
-def test_it_records_valid_events_and_dead_letters_poison(topics) -> None:  # type: ignore[no-untyped-def]
+def test_it_records_valid_events_and_dead_letters_poison(topics) -> None:
     topic, dlq = topics
     valid = [signup_event(n) for n in range(20)]
     unknown = dict(signup_event(99), type="photo.teleported")
@@ -101,7 +101,8 @@ def test_it_records_valid_events_and_dead_letters_poison(topics) -> None:  # typ
     stored = set(AnalyticsEvent.objects.values_list("event_id", flat=True))
     assert stored == {uuid.UUID(event["id"]) for event in valid}
     assert sum(EventMinuteCount.objects.values_list("count", flat=True)) == 20
-    assert sum(offset or 0 for offset in committed.values()) == len(values)  # every record, poison included, is done
+    # Every record, poison included, is done with.
+    assert sum(offset or 0 for offset in committed.values()) == len(values)
 
     dead = asyncio.run(read_all(dlq, len(poison)))
     by_value = {record.value: dict(record.headers) for record in dead}
@@ -113,11 +114,11 @@ def test_it_records_valid_events_and_dead_letters_poison(topics) -> None:  # typ
         assert int(headers["dlq.offset"]) >= 0
 
 
-def test_it_commits_nothing_when_the_database_write_fails(topics, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_it_commits_nothing_when_the_database_write_fails(topics, monkeypatch) -> None:
     topic, _ = topics
     asyncio.run(produce(topic, [encode_event(signup_event(n)) for n in range(5)]))
 
-    def broken(records):  # type: ignore[no-untyped-def]
+    def broken(records):
         raise RuntimeError("database is down")
 
     worker = IsolatedWorker()

@@ -77,8 +77,10 @@ class Command(BaseCommand):
             for child in children:
                 self._spawn(child, env)
             self.stdout.write(
-                self.style.SUCCESS(f"eventsite at http://{options['host']}:{options['port']}/ "
-                                   "(Ctrl-C stops everything)")
+                self.style.SUCCESS(
+                    f"eventsite at http://{options['host']}:{options['port']}/ "
+                    "(Ctrl-C stops everything)"
+                )
             )
             self._watch(children, env)
         finally:
@@ -91,8 +93,10 @@ class Command(BaseCommand):
         python = sys.executable
         manage = [python, str(settings.BASE_DIR / "manage.py")]
         return [
-            Child("web", [python, "-m", "daphne", "-b", host, "-p", str(port),
-                          "eventsite.asgi:application"]),
+            Child(
+                "web",
+                [python, "-m", "daphne", "-b", host, "-p", str(port), "eventsite.asgi:application"],
+            ),
             Child("analytics", [*manage, "run_analytics"]),
             Child("relay", [*manage, "relay_outbox"]),
         ]
