@@ -59,11 +59,17 @@ class ClientStream:
         self._wake.set()
 
     async def _pump(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                await self._send(self._queue.popleft())
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    await self._send(self._queue.popleft())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the socket went away; disconnect unregisters it
+            logger.debug("client stream stopped", exc_info=True)
+            self._queue.clear()
 
     def close(self) -> None:
         self._task.cancel()

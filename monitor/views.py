@@ -6,7 +6,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -54,9 +54,13 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if not form.is_valid():
             return render(request, "registration/signup.html", {"form": form}, status=400)
-        user = user_signup(
-            username=form.cleaned_data["username"], password=form.cleaned_data["password"]
-        )
+        try:
+            user = user_signup(
+                username=form.cleaned_data["username"], password=form.cleaned_data["password"]
+            )
+        except IntegrityError:  # someone took the name since the form checked it
+            form.add_error("username", "That username is taken.")
+            return render(request, "registration/signup.html", {"form": form}, status=400)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("feed")
     return render(request, "registration/signup.html", {"form": form})
