@@ -11,6 +11,7 @@ or raises :class:`InvalidEvent` with a reason fit for a dead-letter record.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -51,14 +52,24 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+# RFC 3339 section 5.6 date-time; fromisoformat alone also takes other ISO 8601 forms.
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?")
+
+
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp that carries an offset; return it in UTC."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise InvalidEvent(f"time is not an RFC 3339 timestamp: {text[:64]!r}") from None
-    if moment.tzinfo is None:
+    match = RFC3339.fullmatch(text)
+    if match is None:
+        raise InvalidEvent(f"time is not an RFC 3339 timestamp: {text[:64]!r}")
+    if match.group(2) is None:
         raise InvalidEvent("time has no UTC offset")
+    fraction = match.group(1) or ""
+    # Python keeps microseconds: trim nanosecond precision rather than reject it.
+    normal = text[:19] + fraction[:7] + text[19 + len(fraction) :]
+    try:
+        moment = datetime.fromisoformat(normal.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidEvent(f"time is not a valid date and time: {text[:64]!r}") from None
     return moment.astimezone(UTC)
 
 

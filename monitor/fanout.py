@@ -48,7 +48,8 @@ class ClientStream:
 
     def offer(self, frame: str, events: int) -> None:
         """Queue a frame of ``events`` events, or count them missed if the queue is full."""
-        if len(self._queue) >= self._max_frames:
+        needed = 2 if self.missed else 1  # a gap notice goes before the frame
+        if len(self._queue) + needed > self._max_frames:
             self.missed += events
             return
         if self.missed:
@@ -196,9 +197,8 @@ class LiveReader:
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.failed = True
+            self.failed = True  # the next client to register starts a new reader
             logger.exception("live reader stopped")
-            raise
         finally:
             if consumer is not None:
                 await consumer.stop()

@@ -75,7 +75,10 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         except json.JSONDecodeError as exc:
             await self.send_error("malformed", f"not JSON: {exc.msg}")
             return
-        kind = message.get("type") if isinstance(message, dict) else None
+        if not isinstance(message, dict):
+            await self.send_error("not_an_object", "a message is a JSON object with a type")
+            return
+        kind = message.get("type")
         if kind == "ping":
             await self.send_json({"type": "pong"})
         else:

@@ -1,0 +1,254 @@
+"""monitor.streams.EventStreamConsumer through a WebSocket test client.
+
+Authenticated connections register with a real hub, whose reader connects to
+the session's embedded broker. Each test gets a fresh hub: the module-level
+one is bound to the event loop of whichever test used it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from channels.auth import AuthMiddlewareStack
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from django.contrib.auth.models import AnonymousUser
+from django.test import Client
+
+from monitor import streams
+from monitor.broker import free_port
+from monitor.fanout import FanoutHub
+from monitor.streams import EventStreamConsumer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PATH = "/ws/events/"
+# The first connection of a test creates topics and positions a reader.
+WELCOME_TIMEOUT = 30
+
+
+@pytest.fixture(autouse=True)
+def hub(monkeypatch: pytest.MonkeyPatch) -> FanoutHub:
+    fresh = FanoutHub()
+    monkeypatch.setattr(streams, "hub", fresh)
+    return fresh
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+
+def communicator_for(user: Any) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(EventStreamConsumer.as_asgi(), PATH)
+    if user is not None:
+        communicator.scope["user"] = user
+    return communicator
+
+
+async def connected(user: Any) -> WebsocketCommunicator:
+    """A communicator that has been accepted and welcomed."""
+    communicator = communicator_for(user)
+    accepted, _ = await communicator.connect(timeout=WELCOME_TIMEOUT)
+    assert accepted
+    welcome = await communicator.receive_json_from(timeout=WELCOME_TIMEOUT)
+    assert welcome == {"type": "welcome", "protocol": 1, "user": user.get_username()}
+    return communicator
+
+
+async def ping(communicator: WebsocketCommunicator) -> None:
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+
+
+@pytest.mark.parametrize("anonymous", [AnonymousUser(), None], ids=["anonymous-user", "no-user"])
+def test_it_refuses_an_anonymous_connection(anonymous: Any, hub: FanoutHub) -> None:
+    async def scenario() -> None:
+        communicator = communicator_for(anonymous)
+        accepted, _ = await communicator.connect(timeout=5)
+        assert accepted  # accepted first, so the client can read why it is closed
+
+        error = await communicator.receive_json_from(timeout=5)
+        closing = await communicator.receive_output(timeout=5)
+
+        assert error["type"] == "error"
+        assert error["code"] == "unauthenticated"
+        assert error["message"]
+        assert closing == {"type": "websocket.close", "code": 4401}
+        assert hub.clients == set()
+        await communicator.disconnect(code=4401)  # as the server does after a close
+
+    run(scenario)
+
+
+def test_it_welcomes_an_authenticated_user(user: Any, hub: FanoutHub) -> None:
+    async def scenario() -> None:
+        communicator = await connected(user)
+
+        assert len(hub.clients) == 1
+        assert await communicator.receive_nothing(timeout=0.1)
+        await communicator.disconnect()
+        assert hub.clients == set()
+
+    run(scenario)
+
+
+def test_it_authenticates_with_the_session_cookie(user: Any) -> None:
+    browser = Client()
+    browser.force_login(user)
+    session_id = browser.cookies[django_settings.SESSION_COOKIE_NAME].value
+    cookie = f"{django_settings.SESSION_COOKIE_NAME}={session_id}".encode()
+
+    async def scenario() -> None:
+        application = AuthMiddlewareStack(EventStreamConsumer.as_asgi())
+        communicator = WebsocketCommunicator(application, PATH, headers=[(b"cookie", cookie)])
+        await communicator.connect(timeout=WELCOME_TIMEOUT)
+
+        welcome = await communicator.receive_json_from(timeout=WELCOME_TIMEOUT)
+
+        assert welcome["type"] == "welcome"
+        assert welcome["user"] == "alice"
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_it_refuses_a_session_cookie_it_does_not_know() -> None:
+    async def scenario() -> None:
+        application = AuthMiddlewareStack(EventStreamConsumer.as_asgi())
+        cookie = f"{django_settings.SESSION_COOKIE_NAME}=forged0session0id".encode()
+        communicator = WebsocketCommunicator(application, PATH, headers=[(b"cookie", cookie)])
+        await communicator.connect(timeout=5)
+
+        error = await communicator.receive_json_from(timeout=5)
+
+        assert error["code"] == "unauthenticated"
+        assert await communicator.receive_output(timeout=5) == {
+            "type": "websocket.close",
+            "code": 4401,
+        }
+        await communicator.disconnect(code=4401)
+
+    run(scenario)
+
+
+def test_it_answers_ping_with_pong(user: Any) -> None:
+    async def scenario() -> None:
+        communicator = await connected(user)
+
+        await ping(communicator)
+        await ping(communicator)
+
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+BAD_MESSAGES = [
+    pytest.param({"text_data": "this is not json"}, "malformed", id="not-json"),
+    pytest.param({"text_data": '{"type": "ping"'}, "malformed", id="truncated-json"),
+    pytest.param({"text_data": '{"type": "subscribe"}'}, "unknown_type", id="unknown-type"),
+    pytest.param({"text_data": "{}"}, "unknown_type", id="no-type"),
+    pytest.param({"bytes_data": b"\x00\x01binary"}, "binary_unsupported", id="binary"),
+    pytest.param(
+        {"text_data": json.dumps({"type": "ping", "pad": "x" * 70_000})},
+        "too_large",
+        id="too-large",
+    ),
+]
+
+
+@pytest.mark.parametrize(("frame", "code"), BAD_MESSAGES)
+def test_it_answers_a_bad_message_with_an_error_and_stays_open(
+    user: Any, hub: FanoutHub, frame: dict[str, Any], code: str
+) -> None:
+    async def scenario() -> None:
+        communicator = await connected(user)
+
+        await communicator.send_to(**frame)
+        error = await communicator.receive_json_from(timeout=5)
+
+        assert error["type"] == "error"
+        assert error["code"] == code
+        assert isinstance(error["message"], str)
+        assert error["message"]
+        await ping(communicator)
+        assert len(hub.clients) == 1
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"ping"', "42", "null"])
+def test_it_gives_a_json_non_object_its_own_error_code(user: Any, text: str) -> None:
+    async def scenario() -> None:
+        communicator = await connected(user)
+
+        await communicator.send_to(text_data=text)
+        error = await communicator.receive_json_from(timeout=5)
+        await communicator.send_to(text_data='{"type": "subscribe"}')
+        unknown = await communicator.receive_json_from(timeout=5)
+
+        assert error["type"] == "error"
+        await ping(communicator)
+        await communicator.disconnect()
+        assert error["code"] == "not_an_object"
+        assert error["code"] != unknown["code"]
+
+    run(scenario)
+
+
+def test_it_answers_a_json_non_object_with_an_error_and_stays_open(user: Any) -> None:
+    async def scenario() -> None:
+        communicator = await connected(user)
+
+        await communicator.send_to(text_data="[1, 2]")
+        error = await communicator.receive_json_from(timeout=5)
+
+        assert error["type"] == "error"
+        await ping(communicator)
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_it_forwards_frames_from_the_hub_to_the_socket(
+    user: Any, hub: FanoutHub, settings: Any
+) -> None:
+    settings.FANOUT_TICK_MS = 5
+    item = '{"topic":"user-events","partition":0,"offset":3,"event":{"id":"x"}}'
+
+    async def scenario() -> None:
+        communicator = await connected(user)
+
+        hub.publish([item])
+        frame = await communicator.receive_json_from(timeout=5)
+
+        assert frame == {"type": "events", "events": [json.loads(item)]}
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_it_closes_with_4503_when_the_broker_is_unreachable(
+    user: Any, hub: FanoutHub, settings: Any
+) -> None:
+    settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"
+
+    async def scenario() -> None:
+        communicator = communicator_for(user)
+        await communicator.connect(timeout=5)
+
+        error = await communicator.receive_json_from(timeout=20)
+        closing = await communicator.receive_output(timeout=5)
+
+        assert error["type"] == "error"
+        assert error["code"] == "broker_unavailable"
+        assert closing == {"type": "websocket.close", "code": 4503}
+        await communicator.disconnect(code=4503)  # as the server does after a close
+        assert hub.clients == set()
+
+    run(scenario)
