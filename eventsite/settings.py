@@ -105,7 +105,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while a worker writes; the timeout turns
     # short lock waits into waits instead of "database is locked" errors.
     DATABASES["default"]["OPTIONS"] = {
-        "timeout": 20,
+        "timeout": envint("SQLITE_BUSY_TIMEOUT_SECONDS", 20),
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
@@ -161,6 +161,8 @@ KAFKA_TOPIC_REPLICATION = envint("KAFKA_TOPIC_REPLICATION", 1)
 # Apache Kafka supports the idempotent producer; the embedded broker does not.
 KAFKA_ENABLE_IDEMPOTENCE = envbool("KAFKA_ENABLE_IDEMPOTENCE", False)
 KAFKA_LINGER_MS = envint("KAFKA_LINGER_MS", 2)
+# A dead consumer leaves its group after this long, and its partitions move on.
+KAFKA_SESSION_TIMEOUT_MS = envint("KAFKA_SESSION_TIMEOUT_MS", 10_000)
 # How long a live reader's fetch may wait for data; low for low latency.
 KAFKA_LIVE_FETCH_WAIT_MS = envint("KAFKA_LIVE_FETCH_WAIT_MS", 10)
 
@@ -170,8 +172,17 @@ EVENT_SOURCE = os.getenv("EVENTSITE_EVENT_SOURCE", "/eventsite")
 EVENTS_PUBLISH_EAGERLY = envbool("EVENTSITE_PUBLISH_EAGERLY", True)
 # The relay re-publishes outbox rows still unsent after this many seconds.
 OUTBOX_RELAY_AFTER_SECONDS = envint("OUTBOX_RELAY_AFTER_SECONDS", 5)
+# /healthz answers 503 once the oldest unsent event is older than this.
+OUTBOX_MAX_AGE_SECONDS = envint("OUTBOX_MAX_AGE_SECONDS", 60)
 MAX_EVENT_BYTES = envint("EVENTSITE_MAX_EVENT_BYTES", 1024 * 1024)
+# Dead letters larger than this are cut to this size on the DLQ topic (with a header).
+DLQ_MAX_RECORD_BYTES = envint("KAFKA_DLQ_MAX_RECORD_BYTES", 8 * 1024 * 1024)
+# Consumers fetch records up to this size, so that an oversize record is
+# read (and dead-lettered) instead of stalling its partition.
+KAFKA_MAX_FETCH_BYTES = envint("KAFKA_MAX_FETCH_BYTES", 32 * 1024 * 1024)
 ANALYTICS_BATCH_SIZE = envint("ANALYTICS_BATCH_SIZE", 500)
+# A worker whose database write fails retries with backoff up to this delay.
+WORKER_DB_RETRY_MAX_SECONDS = envint("WORKER_DB_RETRY_MAX_SECONDS", 10)
 
 FANOUT_TICK_MS = envint("FANOUT_TICK_MS", 5)
 FANOUT_CLIENT_QUEUE_FRAMES = envint("FANOUT_CLIENT_QUEUE_FRAMES", 256)

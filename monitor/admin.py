@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from .models import AnalyticsEvent, EventMinuteCount, OutboxEvent, Post
+from .deadletters import redrive_now
+from .models import AnalyticsEvent, DeadLetter, EventMinuteCount, OutboxEvent, Post
 
 
 @admin.register(Post)
@@ -44,3 +45,38 @@ class OutboxEventAdmin(ReadOnlyAdmin):
     list_filter = ("event_type", ("sent_at", admin.EmptyFieldListFilter))
     search_fields = ("=event_id",)
     exclude = ("payload",)
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "group", "position", "size", "reason", "redriven_at")
+    list_filter = ("group", ("redriven_at", admin.EmptyFieldListFilter))
+    search_fields = ("reason",)
+    readonly_fields = (
+        "group",
+        "topic",
+        "partition",
+        "offset",
+        "size",
+        "reason",
+        "preview",
+        "created_at",
+        "redriven_at",
+    )
+    exclude = ("key", "value")
+    actions = ["redrive"]
+
+    @admin.display(description="position")
+    def position(self, letter: DeadLetter) -> str:
+        return f"{letter.topic}[{letter.partition}]@{letter.offset}"
+
+    @admin.action(description="Re-drive selected dead letters onto the events topic")
+    def redrive(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
+        letters = list(queryset)
+        try:
+            done = redrive_now(letters)
+        except Exception as exc:  # noqa: BLE001 - shown to the operator
+            self.message_user(request, f"Re-drive failed: {exc}", messages.ERROR)
+            return
+        level = messages.SUCCESS if done == len(letters) else messages.WARNING
+        self.message_user(request, f"Re-drove {done} of {len(letters)} dead letters.", level)

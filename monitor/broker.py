@@ -8,6 +8,7 @@ tests.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import time
@@ -89,9 +90,24 @@ class EmbeddedBroker:
         self.stop()
         raise TimeoutError(f"embedded broker not listening on {self.bootstrap_servers}")
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open and nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Stop and start again on the same port; the broker comes back empty."""
+        self.stop()
+        self.start(timeout)
+
     def stop(self, timeout: float = 5.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        self.process.send_signal(signal.SIGCONT)  # a paused broker cannot act on SIGTERM
         self.process.terminate()
         try:
             self.process.wait(timeout)

@@ -32,6 +32,8 @@ from .events import InvalidEvent, parse_event
 logger = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
+# How often the live reader looks for partitions added to the topic.
+PARTITION_CHECK_SECONDS = 3
 
 
 class ClientStream:
@@ -171,6 +173,7 @@ class LiveReader:
                 group_id=None,
                 auto_offset_reset="latest",
                 fetch_max_wait_ms=settings.KAFKA_LIVE_FETCH_WAIT_MS,
+                metadata_max_age_ms=PARTITION_CHECK_SECONDS * 1000,
             )
             await consumer.start()
             partitions = await kafka.wait_for_topic(consumer, topic, timeout=10)
@@ -181,7 +184,12 @@ class LiveReader:
                 await consumer.position(tp)  # resolve now, so nothing after "ready" is skipped
             self.ready.set()
             logger.info("live reader on %s, partitions %s", topic, sorted(partitions))
+            loop = asyncio.get_running_loop()
+            next_check = loop.time() + PARTITION_CHECK_SECONDS
             while True:
+                if loop.time() >= next_check:
+                    next_check = loop.time() + PARTITION_CHECK_SECONDS
+                    assigned = await self._follow_new_partitions(consumer, topic, assigned)
                 batch = await consumer.getmany(timeout_ms=1000)
                 items = []
                 for records in batch.values():
@@ -202,6 +210,24 @@ class LiveReader:
         finally:
             if consumer is not None:
                 await consumer.stop()
+
+    @staticmethod
+    async def _follow_new_partitions(
+        consumer: AIOKafkaConsumer, topic: str, assigned: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """Add partitions created since the reader started, read from their beginning."""
+        known = {tp.partition for tp in assigned}
+        new = sorted((consumer.partitions_for_topic(topic) or set()) - known)
+        if not new:
+            return assigned
+        positions = {tp: await consumer.position(tp) for tp in assigned}
+        added = [TopicPartition(topic, partition) for partition in new]
+        consumer.assign([*assigned, *added])
+        for tp, position in positions.items():
+            consumer.seek(tp, position)
+        await consumer.seek_to_beginning(*added)
+        logger.info("live reader now also reads partitions %s", new)
+        return [*assigned, *added]
 
 
 hub = FanoutHub()

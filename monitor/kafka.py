@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
@@ -57,10 +57,37 @@ def make_consumer(*topics: str, group_id: str | None, **overrides: Any) -> AIOKa
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": 100,
-        "max_partition_fetch_bytes": settings.MAX_EVENT_BYTES + 64 * 1024,
+        "max_partition_fetch_bytes": settings.KAFKA_MAX_FETCH_BYTES,
+        "fetch_max_bytes": settings.KAFKA_MAX_FETCH_BYTES * 2,
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def group_lag(group_id: str, topic: str) -> dict[int, dict[str, int | None]]:
+    """Per partition: the log end offset, the group's committed offset and the lag.
+
+    Uses a consumer's ``committed()`` (the embedded broker does not answer the
+    admin client's ListConsumerGroupOffsets). A partition the group never
+    committed has ``committed`` None and its whole log as lag.
+    """
+    consumer = make_consumer(group_id=group_id)
+    await consumer.start()
+    try:
+        partitions = await wait_for_topic(consumer, topic, timeout=10)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps)
+        report: dict[int, dict[str, int | None]] = {}
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            report[tp.partition] = {
+                "end": ends[tp],
+                "committed": committed,
+                "lag": ends[tp] - (committed or 0),
+            }
+        return report
+    finally:
+        await consumer.stop()
 
 
 async def ensure_topics() -> None:

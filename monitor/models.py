@@ -100,3 +100,40 @@ class EventMinuteCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.minute:%Y-%m-%d %H:%M} {self.type}: {self.count}"
+
+
+class DeadLetter(models.Model):
+    """A record a consumer group could not process, as it was on the topic.
+
+    Written in the same transaction as the rest of the batch, so a record is
+    listed once per group however often it is redelivered. Staff re-drive a
+    dead letter after a fix: its original bytes go back onto the events topic.
+    """
+
+    group = models.CharField(max_length=100)
+    topic = models.CharField(max_length=249)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    key = models.BinaryField(null=True, blank=True)
+    value = models.BinaryField(null=True, blank=True)
+    size = models.PositiveIntegerField(default=0)
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "topic", "partition", "offset"], name="dead_letter_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}: {self.reason[:60]}"
+
+    @property
+    def preview(self) -> str:
+        """The start of the value as text, undecodable bytes escaped."""
+        raw = bytes(self.value or b"")[:300]
+        return raw.decode("utf-8", errors="backslashreplace")

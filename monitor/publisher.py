@@ -94,6 +94,9 @@ class EventPublisher:
         loop = asyncio.get_running_loop()
         try:
             if producer is None:
+                # A new producer follows a failure: the broker may have come back
+                # empty, so make sure the topics exist with their partitions.
+                await asyncio.wait_for(kafka.ensure_topics(), 10)
                 producer = kafka.make_producer()
                 await asyncio.wait_for(producer.start(), 10)
             acknowledged = await outbox.publish_rows(producer, rows)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -96,6 +97,16 @@ async def healthz(request: HttpRequest) -> JsonResponse:
         }
     except (TimeoutError, Exception) as exc:  # noqa: BLE001
         report["broker"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}".strip()}
-    healthy = report["database"]["ok"] and report["broker"]["ok"]
+    outbox_state = report.get("outbox")
+    if outbox_state is not None:
+        outbox_state["max_age_seconds"] = settings.OUTBOX_MAX_AGE_SECONDS
+        outbox_state["ok"] = (
+            outbox_state["oldest_unsent_age_seconds"] <= settings.OUTBOX_MAX_AGE_SECONDS
+        )
+    healthy = (
+        report["database"]["ok"]
+        and report["broker"]["ok"]
+        and bool(outbox_state and outbox_state["ok"])
+    )
     report["status"] = "ok" if healthy else "unavailable"
     return JsonResponse(report, status=200 if healthy else 503)

@@ -1,12 +1,19 @@
-"""Consumer-group workers: poll a batch, process it durably, then commit.
+"""Consumer-group workers: poll a batch, make it durable, then commit.
 
 Each worker is a small class on :class:`BatchWorker`. The loop is a chain of
-steps a test can call one by one: :meth:`BatchWorker.split` validates the
-records, :meth:`BatchWorker.dead_letter` sends the invalid ones to the
-dead-letter topic (and waits for the broker), :meth:`BatchWorker.consume_batch`
-does the worker's durable work, and only then are the offsets committed. A
-crash anywhere before the commit means the batch is read again, which the
-idempotent ``consume_batch`` absorbs. A stop request only sets a flag; the
+steps a test can call one by one:
+
+1. :meth:`BatchWorker.split` validates the records;
+2. :meth:`BatchWorker.dead_letter` sends the invalid ones, bytes unchanged,
+   to the dead-letter topic and waits for the broker's acknowledgement;
+3. :meth:`BatchWorker.make_durable` runs the worker's ``consume_batch`` and
+   records the dead letters, in one database transaction, retrying with
+   backoff while the database fails;
+4. only then are the batch's offsets committed.
+
+A crash anywhere before the commit means the batch is read again, which the
+idempotent ``consume_batch`` absorbs. A rebalance waits for the batch in hand
+(see :class:`FinishBatchOnRevoke`). A stop request only sets a flag: the
 current batch finishes and is committed first.
 """
 
@@ -17,13 +24,21 @@ import logging
 import signal
 from collections.abc import Mapping, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import CommitFailedError, KafkaError
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections, transaction
 
 from . import kafka
 from .analytics import RecordedFrom, record_batch
+from .deadletters import DeadRecord, record_dead_letters
 from .events import InvalidEvent, parse_event
 from .outbox import relay_outbox
 
@@ -32,34 +47,56 @@ logger = logging.getLogger(__name__)
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord]]
 
 
+class FinishBatchOnRevoke(ConsumerRebalanceListener):
+    """Before partitions move to another member, finish and commit the batch in hand."""
+
+    def __init__(self, worker: BatchWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.worker.batch_lock:
+            logger.info("%s: partitions revoked %s", self.worker.group_id, sorted(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        logger.info("%s: partitions assigned %s", self.worker.group_id, sorted(assigned))
+
+
 class BatchWorker:
     group_id: str = ""
     poll_timeout_ms = 500
 
     def __init__(self) -> None:
         self.stopping = False
+        self._stop_requested = asyncio.Event()
+        self.batch_lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
 
     def request_stop(self) -> None:
         self.stopping = True
+        self._stop_requested.set()
 
     def consume_batch(self, records: list[RecordedFrom]) -> None:
-        """Make the batch durable. Runs in a thread; must be idempotent by event id."""
+        """Make the batch durable. Runs in a thread inside a transaction; must be
+        idempotent by event id."""
         raise NotImplementedError
 
     async def run(self) -> None:
-        if not await self.start():
-            return
-        try:
-            while not self.stopping:
-                batch = await self.consumer.getmany(
-                    timeout_ms=self.poll_timeout_ms, max_records=settings.ANALYTICS_BATCH_SIZE
-                )
-                if batch:
-                    await self.handle(batch)
-        finally:
-            await self.close()
+        """Poll and handle batches until stopped; reconnect after broker failures."""
+        while await self.start():
+            try:
+                while not self.stopping:
+                    batch = await self.consumer.getmany(
+                        timeout_ms=self.poll_timeout_ms, max_records=settings.ANALYTICS_BATCH_SIZE
+                    )
+                    if batch:
+                        await self.handle(batch)
+                return
+            except KafkaError as exc:
+                logger.warning("%s: broker failure, reconnecting: %s", self.group_id, exc)
+            finally:
+                await self.close()
+            await self._sleep(1.0)
 
     async def start(self) -> bool:
         """Connect, retrying with backoff; False if a stop came first."""
@@ -68,9 +105,16 @@ class BatchWorker:
             try:
                 await kafka.ensure_topics()
                 self.consumer = kafka.make_consumer(
-                    settings.KAFKA_EVENTS_TOPIC, group_id=self.group_id
+                    group_id=self.group_id,
+                    session_timeout_ms=settings.KAFKA_SESSION_TIMEOUT_MS,
+                    heartbeat_interval_ms=max(1000, settings.KAFKA_SESSION_TIMEOUT_MS // 5),
                 )
-                self.producer = kafka.make_producer()
+                self.consumer.subscribe(
+                    [settings.KAFKA_EVENTS_TOPIC], listener=FinishBatchOnRevoke(self)
+                )
+                self.producer = kafka.make_producer(
+                    max_request_size=settings.DLQ_MAX_RECORD_BYTES + 64 * 1024
+                )
                 await self.consumer.start()
                 await self.producer.start()
                 logger.info("%s worker connected", self.group_id)
@@ -78,7 +122,7 @@ class BatchWorker:
             except Exception as exc:  # noqa: BLE001 - the broker may not be up yet
                 logger.warning("%s worker cannot connect yet: %s", self.group_id, exc)
                 await self.close()
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
         return False
 
@@ -89,56 +133,96 @@ class BatchWorker:
         self.consumer = self.producer = None
 
     async def handle(self, batch: Batch) -> None:
-        valid, dead = self.split(batch)
-        if dead:
-            await self.dead_letter(dead)
-        if valid:
-            await sync_to_async(self._consume_in_thread, thread_sensitive=False)(valid)
-        await self.consumer.commit(
-            {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-        )
+        async with self.batch_lock:
+            valid, dead = self.split(batch)
+            if dead:
+                await self.dead_letter(dead)
+            if not await self.make_durable(valid, dead):
+                return  # stopping while the database is down: commit nothing
+            await self.commit(batch)
 
-    def split(self, batch: Batch) -> tuple[list[RecordedFrom], list[tuple[ConsumerRecord, str]]]:
+    def split(self, batch: Batch) -> tuple[list[RecordedFrom], list[DeadRecord]]:
         valid: list[RecordedFrom] = []
-        dead: list[tuple[ConsumerRecord, str]] = []
+        dead: list[DeadRecord] = []
         for records in batch.values():
             for record in records:
                 try:
                     event = parse_event(record.value, max_bytes=settings.MAX_EVENT_BYTES)
                 except InvalidEvent as exc:
-                    dead.append((record, exc.reason))
+                    dead.append(DeadRecord.of(record, exc.reason))
                     continue
                 valid.append(RecordedFrom(event, record.topic, record.partition, record.offset))
         return valid, dead
 
-    async def dead_letter(self, dead: list[tuple[ConsumerRecord, str]]) -> None:
-        """Send each invalid record, bytes unchanged, to the DLQ; wait for the acks."""
+    async def dead_letter(self, dead: list[DeadRecord]) -> None:
+        """Send each invalid record to the DLQ topic; wait for the acknowledgements."""
         futures = []
-        for record, reason in dead:
+        for record in dead:
             logger.warning(
-                "dead-lettering %s[%d]@%d: %s",
+                "%s: dead-lettering %s[%d]@%d: %s",
+                self.group_id,
                 record.topic,
                 record.partition,
                 record.offset,
-                reason,
+                record.reason,
             )
-            headers = [
-                ("dlq.reason", reason.encode()),
-                ("dlq.topic", record.topic.encode()),
-                ("dlq.partition", str(record.partition).encode()),
-                ("dlq.offset", str(record.offset).encode()),
-                ("dlq.group", self.group_id.encode()),
-            ]
+            value, headers = record.for_topic(self.group_id, settings.DLQ_MAX_RECORD_BYTES)
             futures.append(
                 await self.producer.send(
-                    settings.KAFKA_DLQ_TOPIC, record.value, key=record.key, headers=headers
+                    settings.KAFKA_DLQ_TOPIC, value, key=record.key, headers=headers
                 )
             )
         await asyncio.gather(*futures)
 
-    def _consume_in_thread(self, records: list[RecordedFrom]) -> None:
-        close_old_connections()
-        self.consume_batch(records)
+    async def make_durable(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> bool:
+        """Write the batch, retrying with backoff while the database fails.
+
+        Returns False only if a stop was requested while the database was failing.
+        """
+        delay = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await sync_to_async(self._write, thread_sensitive=False)(valid, dead)
+                if attempt > 1:
+                    logger.info("%s: database back after %d attempts", self.group_id, attempt)
+                return True
+            except DatabaseError as exc:
+                if self.stopping:
+                    return False
+                logger.warning(
+                    "%s: database write failed (attempt %d), retrying in %.1fs: %s",
+                    self.group_id,
+                    attempt,
+                    delay,
+                    exc,
+                )
+            await self._sleep(delay)
+            delay = min(delay * 2, settings.WORKER_DB_RETRY_MAX_SECONDS)
+
+    def _write(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> None:
+        close_old_connections()  # drops a connection broken by an earlier failure
+        with transaction.atomic():
+            if valid:
+                self.consume_batch(valid)
+            if dead:
+                record_dead_letters(self.group_id, dead)
+
+    async def commit(self, batch: Batch) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced mid-batch; the partitions' new owner reads the
+            # batch again and the idempotent write absorbs it.
+            logger.warning("%s: commit after rebalance refused: %s", self.group_id, exc)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+        except TimeoutError:
+            pass
 
 
 class AnalyticsWorker(BatchWorker):
@@ -165,8 +249,10 @@ class OutboxRelay:
         producer: AIOKafkaProducer | None = None
         while not self._stop.is_set():
             try:
+                # Every round: a broker that restarted empty gets its topics back
+                # (with their partitions) before anything is sent to them.
+                await kafka.ensure_topics()
                 if producer is None:
-                    await kafka.ensure_topics()
                     producer = kafka.make_producer()
                     await producer.start()
                 sent = await relay_outbox(producer)

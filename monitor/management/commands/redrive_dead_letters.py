@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from monitor.deadletters import redrive_now
+from monitor.models import DeadLetter
+
+
+class Command(BaseCommand):
+    help = "List dead letters, or put selected ones back on the events topic after a fix."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("ids", nargs="*", type=int, help="dead letter ids to re-drive")
+        parser.add_argument("--reason", help="re-drive those whose reason contains this text")
+        parser.add_argument("--all", action="store_true", help="re-drive every pending one")
+        parser.add_argument("--list", action="store_true", help="only list pending dead letters")
+
+    def handle(self, *args: object, **options: object) -> None:
+        pending = DeadLetter.objects.filter(redriven_at__isnull=True).order_by("id")
+        if options["list"]:
+            for letter in pending:
+                self.stdout.write(f"{letter.pk}\t{letter.group}\t{letter}")
+            return
+        if options["ids"]:
+            selected = pending.filter(pk__in=options["ids"])
+        elif options["reason"]:
+            selected = pending.filter(reason__icontains=options["reason"])
+        elif options["all"]:
+            selected = pending
+        else:
+            raise CommandError("name dead letter ids, --reason TEXT, --all, or --list")
+        letters = list(selected)
+        done = redrive_now(letters)
+        self.stdout.write(f"re-drove {done} of {len(letters)} dead letters")
+        if done < len(letters):
+            raise CommandError("some dead letters were not acknowledged by the broker")
