@@ -131,3 +131,82 @@ def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Itera
     finally:
         for process in processes.values():
             stop_process(process)
+
+
+class Processes:
+    """Product processes (web, workers) started for one test, stopped by PID at the end."""
+
+    COMMANDS = {
+        "analytics": ["manage.py", "run_analytics"],
+        "relay": ["manage.py", "relay_outbox", "--interval", "0.5"],
+    }
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.port: int | None = None
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        if name == "web":
+            self.port = self.port or free_port()
+            argv = [
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "eventsite.asgi:application",
+            ]
+        else:
+            argv = self.COMMANDS[name]
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            [sys.executable, *argv], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        self.running[name] = process
+        if name == "web":
+            _wait_for_http(f"{self.base_url}/healthz", process, timeout=30)
+        return process
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop_all(self) -> None:
+        for process in self.running.values():
+            stop_process(process)
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker for one test, which the test may pause, stop and restart."""
+    broker = EmbeddedBroker().start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def processes(own_broker, media_root, tmp_path, settings) -> Iterator[Processes]:
+    """Start product processes against ``own_broker`` and the test database."""
+    settings.KAFKA_BOOTSTRAP_SERVERS = own_broker.bootstrap_servers
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers,
+        "DJANGO_MEDIA_ROOT": str(media_root),
+        "OUTBOX_RELAY_AFTER_SECONDS": "2",
+        "KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{settings.DATABASES['default']['NAME']}"
+    group = Processes(env, tmp_path)
+    yield group
+    group.stop_all()
