@@ -33,6 +33,8 @@ class RecordedFrom:
     topic: str
     partition: int
     offset: int
+    key: bytes | None = None
+    raw: bytes | None = None  # the record's value as read, when it was read from Kafka
 
 
 def record_batch(records: Sequence[RecordedFrom]) -> int:

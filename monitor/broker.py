@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class EmbeddedBroker:
                     url,
                     "--advertised-listener-url",
                     url,
+                    # Each start is a new, empty cluster; a new id lets clients tell.
+                    "--cluster-id",
+                    f"eventsite-{uuid.uuid4().hex[:12]}",
                 ],
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from django.conf import settings
 from django.utils import timezone
 
+from .analytics import RecordedFrom
+from .events import encode_event
 from .models import DeadLetter
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,12 @@ class DeadRecord:
     @classmethod
     def of(cls, record: ConsumerRecord, reason: str) -> DeadRecord:
         return cls(record.topic, record.partition, record.offset, record.key, record.value, reason)
+
+    @classmethod
+    def from_event(cls, record: RecordedFrom, reason: str) -> DeadRecord:
+        """A valid event the worker could not process, with its original bytes."""
+        value = record.raw if record.raw is not None else encode_event(record.event)
+        return cls(record.topic, record.partition, record.offset, record.key, value, reason)
 
     def for_topic(self, group: str, max_bytes: int) -> tuple[bytes | None, list[tuple[str, bytes]]]:
         """The value and headers for the DLQ topic. A value over ``max_bytes`` is cut
@@ -104,7 +112,8 @@ def redrive_now(letters: list[DeadLetter]) -> int:
     from . import kafka
 
     async def run() -> list[int]:
-        producer = kafka.make_producer(max_request_size=settings.DLQ_MAX_RECORD_BYTES + 64 * 1024)
+        largest = max((letter.size for letter in letters), default=0)
+        producer = kafka.make_producer(max_request_size=largest + 64 * 1024)
         await producer.start()
         try:
             return await redrive(producer, letters)

@@ -116,11 +116,21 @@ def parse_event(raw: bytes | None, *, max_bytes: int | None = None) -> Event:
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        event = json.loads(text)
+        event = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"value is not JSON: {exc.msg} at {exc.pos}") from None
+    if "\\ud" in text or "\\uD" in text:
+        # json.loads accepts escaped lone surrogates, which no database can store.
+        try:
+            json.dumps(event, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEvent("value has an unpaired UTF-16 surrogate escape") from None
     validate_event(event)
     return event
+
+
+def _reject_constant(name: str) -> object:
+    raise InvalidEvent(f"value is not JSON: {name} is not allowed")
 
 
 def validate_event(event: Any) -> None:

@@ -182,6 +182,7 @@ class LiveReader:
             await consumer.seek_to_end(*assigned)
             for tp in assigned:
                 await consumer.position(tp)  # resolve now, so nothing after "ready" is skipped
+            cluster = await kafka.fetch_cluster_id(consumer)
             self.ready.set()
             logger.info("live reader on %s, partitions %s", topic, sorted(partitions))
             loop = asyncio.get_running_loop()
@@ -189,6 +190,12 @@ class LiveReader:
             while True:
                 if loop.time() >= next_check:
                     next_check = loop.time() + PARTITION_CHECK_SECONDS
+                    current = await kafka.fetch_cluster_id(consumer)
+                    if current != cluster:
+                        # The broker came back empty: its logs are all new events.
+                        cluster = current
+                        logger.warning("live reader: new cluster %s, reading from start", cluster)
+                        await consumer.seek_to_beginning(*assigned)
                     assigned = await self._follow_new_partitions(consumer, topic, assigned)
                 batch = await consumer.getmany(timeout_ms=1000)
                 items = []
@@ -216,6 +223,7 @@ class LiveReader:
         consumer: AIOKafkaConsumer, topic: str, assigned: list[TopicPartition]
     ) -> list[TopicPartition]:
         """Add partitions created since the reader started, read from their beginning."""
+        await consumer.topics()  # fresh metadata, so that new partitions show
         known = {tp.partition for tp in assigned}
         new = sorted((consumer.partitions_for_topic(topic) or set()) - known)
         if not new:

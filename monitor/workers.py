@@ -34,7 +34,7 @@ from aiokafka import (
 from aiokafka.errors import CommitFailedError, KafkaError
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 
 from . import kafka
 from .analytics import RecordedFrom, record_batch
@@ -45,6 +45,9 @@ from .outbox import relay_outbox
 logger = logging.getLogger(__name__)
 
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord]]
+# Errors that say "the database is unavailable now" (down, locked, connection
+# lost), as opposed to "the database refuses this data".
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
 
 class FinishBatchOnRevoke(ConsumerRebalanceListener):
@@ -71,6 +74,7 @@ class BatchWorker:
         self.batch_lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.cluster_id: str | None = None
 
     def request_stop(self) -> None:
         self.stopping = True
@@ -92,6 +96,10 @@ class BatchWorker:
                     if batch:
                         await self.handle(batch)
                 return
+            except kafka.BrokerReplaced as exc:
+                # Positions from the old cluster mean nothing on the new one: a
+                # fresh consumer starts from the new cluster's committed offsets.
+                logger.warning("%s: %s; starting over with a fresh consumer", self.group_id, exc)
             except KafkaError as exc:
                 logger.warning("%s: broker failure, reconnecting: %s", self.group_id, exc)
             finally:
@@ -117,7 +125,8 @@ class BatchWorker:
                 )
                 await self.consumer.start()
                 await self.producer.start()
-                logger.info("%s worker connected", self.group_id)
+                self.cluster_id = kafka.cluster_id(self.consumer)
+                logger.info("%s worker connected to cluster %s", self.group_id, self.cluster_id)
                 return True
             except Exception as exc:  # noqa: BLE001 - the broker may not be up yet
                 logger.warning("%s worker cannot connect yet: %s", self.group_id, exc)
@@ -134,12 +143,24 @@ class BatchWorker:
 
     async def handle(self, batch: Batch) -> None:
         async with self.batch_lock:
+            await self.check_same_cluster()
             valid, dead = self.split(batch)
             if dead:
                 await self.dead_letter(dead)
             if not await self.make_durable(valid, dead):
                 return  # stopping while the database is down: commit nothing
             await self.commit(batch)
+
+    async def check_same_cluster(self) -> None:
+        """Raise BrokerReplaced if the broker is no longer the cluster we joined.
+
+        The metadata is fetched afresh: a broker that restarted on the same
+        address does not make the client refresh it by itself, and a batch
+        read from the new cluster at the old positions must not be committed.
+        """
+        current = await kafka.fetch_cluster_id(self.consumer)
+        if current is not None and self.cluster_id is not None and current != self.cluster_id:
+            raise kafka.BrokerReplaced(f"cluster {self.cluster_id} was replaced by {current}")
 
     def split(self, batch: Batch) -> tuple[list[RecordedFrom], list[DeadRecord]]:
         valid: list[RecordedFrom] = []
@@ -151,7 +172,16 @@ class BatchWorker:
                 except InvalidEvent as exc:
                     dead.append(DeadRecord.of(record, exc.reason))
                     continue
-                valid.append(RecordedFrom(event, record.topic, record.partition, record.offset))
+                valid.append(
+                    RecordedFrom(
+                        event,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.key,
+                        record.value,
+                    )
+                )
         return valid, dead
 
     async def dead_letter(self, dead: list[DeadRecord]) -> None:
@@ -175,9 +205,12 @@ class BatchWorker:
         await asyncio.gather(*futures)
 
     async def make_durable(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> bool:
-        """Write the batch, retrying with backoff while the database fails.
+        """Write the batch, retrying with backoff while the database is unavailable.
 
-        Returns False only if a stop was requested while the database was failing.
+        A record the database refuses for good (bad data, not a lost
+        connection or a lock) is dead-lettered instead, so it cannot stall its
+        partition. Returns False only if a stop was requested while the
+        database was unavailable.
         """
         delay = 0.1
         attempt = 0
@@ -188,7 +221,7 @@ class BatchWorker:
                 if attempt > 1:
                     logger.info("%s: database back after %d attempts", self.group_id, attempt)
                 return True
-            except DatabaseError as exc:
+            except TRANSIENT_DB_ERRORS as exc:
                 if self.stopping:
                     return False
                 logger.warning(
@@ -198,8 +231,38 @@ class BatchWorker:
                     delay,
                     exc,
                 )
+            except Exception as exc:  # noqa: BLE001 - refused for good: find the culprits
+                logger.warning(
+                    "%s: batch refused (%s); writing records one by one", self.group_id, exc
+                )
+                valid, dead = await self._isolate_refused(valid, dead)
+                continue
             await self._sleep(delay)
             delay = min(delay * 2, settings.WORKER_DB_RETRY_MAX_SECONDS)
+
+    async def _isolate_refused(
+        self, valid: list[RecordedFrom], dead: list[DeadRecord]
+    ) -> tuple[list[RecordedFrom], list[DeadRecord]]:
+        """Try each record alone; those refused for good become dead letters.
+
+        Returns the batch to write again: the accepted records (idempotent,
+        so writing them twice is harmless) and the dead letters, old and new.
+        A transient error here propagates to make_durable's retry.
+        """
+        accepted: list[RecordedFrom] = []
+        refused: list[DeadRecord] = []
+        for record in valid:
+            try:
+                await sync_to_async(self._write, thread_sensitive=False)([record], [])
+                accepted.append(record)
+            except TRANSIENT_DB_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                reason = f"could not be stored: {type(exc).__name__}: {exc}"[:1000]
+                refused.append(DeadRecord.from_event(record, reason))
+        if refused:
+            await self.dead_letter(refused)
+        return accepted, [*dead, *refused]
 
     def _write(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> None:
         close_old_connections()  # drops a connection broken by an earlier failure

@@ -30,8 +30,15 @@ def wait_for(condition, timeout: float, message: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout}s")
+            raise AssertionError(f"{message or 'condition not met'} within {timeout}s; {state()}")
         time.sleep(0.2)
+
+
+def state() -> str:
+    """What the pipeline holds, for failure messages."""
+    missing = emitted_ids() - recorded_ids()
+    unsent = OutboxEvent.objects.filter(sent_at__isnull=True).count()
+    return f"{len(missing)} emitted but not recorded, {unsent} unsent in the outbox"
 
 
 def recorded_ids() -> set[uuid.UUID]:
@@ -261,3 +268,31 @@ def test_a_locked_database_commits_nothing_past_durable_work(
     assert_counted_once({uuid.UUID(event["id"]) for event in events})
     if connection.vendor == "sqlite":
         assert "database write failed" in processes.log("analytics")
+
+
+def test_posting_works_while_the_broker_is_down(own_broker, processes: Processes) -> None:
+    for name in ("web", "analytics", "relay"):
+        processes.start(name)
+    poster = Poster(processes.base_url, "offline")
+    wait_for(lambda: recorded_ids() == emitted_ids(), 30, "the sign-up was not recorded")
+
+    own_broker.stop()
+    for n in range(20):
+        poster.post(f"while down #{n}")
+    health = httpx.get(processes.base_url + "/healthz", timeout=10)
+    assert health.status_code == 503
+    body = health.json()
+    assert body["broker"]["ok"] is False
+    assert body["outbox"]["unsent"] >= 20
+    assert OutboxEvent.objects.filter(sent_at__isnull=True).count() >= 20
+
+    own_broker.start()  # back on the same port, empty
+    wait_for(
+        lambda: recorded_ids() == emitted_ids(),
+        60,
+        "events posted while the broker was down were not recorded",
+    )
+    assert_counted_once(emitted_ids())
+    assert len(emitted_ids()) == 21
+    wait_for(lambda: not OutboxEvent.objects.filter(sent_at__isnull=True).exists(), 30)
+    assert httpx.get(processes.base_url + "/healthz", timeout=10).status_code == 200

@@ -9,10 +9,11 @@ import uuid
 
 import pytest
 from aiokafka import TopicPartition
+from django.db import OperationalError
 
 from monitor import kafka
 from monitor.events import build_event, encode_event
-from monitor.models import AnalyticsEvent, EventMinuteCount
+from monitor.models import AnalyticsEvent, DeadLetter, EventMinuteCount
 from monitor.workers import AnalyticsWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -114,27 +115,62 @@ def test_it_records_valid_events_and_dead_letters_poison(topics) -> None:
         assert int(headers["dlq.offset"]) >= 0
 
 
-def test_it_commits_nothing_when_the_database_write_fails(topics, monkeypatch) -> None:
-    topic, _ = topics
-    asyncio.run(produce(topic, [encode_event(signup_event(n)) for n in range(5)]))
-
-    def broken(records):
-        raise RuntimeError("database is down")
-
-    worker = IsolatedWorker()
-    monkeypatch.setattr(worker, "consume_batch", broken)
-    with pytest.raises(RuntimeError, match="database is down"):
-        asyncio.run(run_until_consumed(worker, topic, 5))
-
-    async def committed_after() -> dict:
-        consumer = kafka.make_consumer(group_id=IsolatedWorker.group_id)
+def committed_offsets(topic: str, group: str) -> dict:
+    async def read() -> dict:
+        consumer = kafka.make_consumer(group_id=group)
         await consumer.start()
         try:
             return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(3)}
         finally:
             await consumer.stop()
 
-    assert all(offset in (None, 0) for offset in asyncio.run(committed_after()).values())
+    return asyncio.run(read())
+
+
+def test_it_retries_while_the_database_is_down_then_commits(topics, settings) -> None:
+    topic, _ = topics
+    settings.WORKER_DB_RETRY_MAX_SECONDS = 1
+    asyncio.run(produce(topic, [encode_event(signup_event(n)) for n in range(5)]))
+    attempts = []
+
+    class FlakyDatabase(IsolatedWorker):
+        def consume_batch(self, records):
+            attempts.append(len(records))
+            if len(attempts) <= 3:
+                raise OperationalError("database is down")
+            super().consume_batch(records)
+
+    asyncio.run(run_until_consumed(FlakyDatabase(), topic, 5))
+    assert len(attempts) >= 4
+    assert AnalyticsEvent.objects.count() == 5
+    assert sum(o or 0 for o in committed_offsets(topic, FlakyDatabase.group_id).values()) == 5
+    assert not DeadLetter.objects.exists()  # unavailable is not refused
+
+
+def test_a_stop_while_the_database_is_down_commits_nothing(topics) -> None:
+    topic, _ = topics
+    asyncio.run(produce(topic, [encode_event(signup_event(n)) for n in range(5)]))
+
+    class DownDatabase(IsolatedWorker):
+        def consume_batch(self, records):
+            self.request_stop()  # a SIGTERM arrives while the database is down
+            raise OperationalError("database is down")
+
+    worker = DownDatabase()
+
+    async def run() -> None:
+        assert await worker.start()
+        try:
+            async with asyncio.timeout(20):
+                batch = {}
+                while not batch:
+                    batch = await worker.consumer.getmany(timeout_ms=200)
+                await worker.handle(batch)
+        finally:
+            await worker.close()
+
+    asyncio.run(run())
+    assert all(offset in (None, 0) for offset in committed_offsets(topic, worker.group_id).values())
     assert not AnalyticsEvent.objects.exists()
 
     # A healthy worker in the same group then records all five, once.
