@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from aiokafka import AIOKafkaProducer
 from asgiref.sync import sync_to_async
@@ -22,6 +23,7 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
+from . import kafka
 from .events import Event, build_event, encode_event
 from .models import OutboxEvent
 
@@ -96,6 +98,9 @@ async def publish_rows(producer: AIOKafkaProducer, rows: list[OutboxEvent]) -> l
     Records are sent concurrently (the producer batches them); a failure of
     one leaves the others acknowledged.
     """
+    expected_cluster = _cluster_of.get(producer)
+    if expected_cluster is None:
+        expected_cluster = _cluster_of[producer] = await kafka.fetch_cluster_id(producer)
     futures = []
     for row in rows:
         futures.append(
@@ -112,10 +117,30 @@ async def publish_rows(producer: AIOKafkaProducer, rows: list[OutboxEvent]) -> l
         except Exception as exc:  # noqa: BLE001 - any send failure leaves the row unsent
             failed.append(event_id)
             error = f"{type(exc).__name__}: {exc}"
+    if acknowledged and not await _same_cluster(producer, expected_cluster):
+        # Sent before the broker came back empty, acknowledged after: such
+        # retried batches are not reliably readable on the new cluster. Leave
+        # them unsent; the relay sends them again and consumers deduplicate.
+        failed, acknowledged = failed + acknowledged, []
+        error = "the broker was replaced by an empty one during the send"
     if failed:
         logger.warning("%d events not acknowledged: %s", len(failed), error)
         await sync_to_async(record_failure)(failed, error)
     return acknowledged
+
+
+# The cluster each producer last confirmed it was talking to.
+_cluster_of: WeakKeyDictionary[AIOKafkaProducer, str | None] = WeakKeyDictionary()
+
+
+async def _same_cluster(producer: AIOKafkaProducer, expected: str | None) -> bool:
+    """Whether the broker is still the cluster ``expected``; remembers the answer."""
+    try:
+        current = await kafka.fetch_cluster_id(producer)
+    except Exception:  # noqa: BLE001 - cannot tell: the acknowledgements stand
+        return True
+    _cluster_of[producer] = current
+    return current == expected
 
 
 async def relay_outbox(producer: AIOKafkaProducer, *, batch_size: int = 500) -> int:
