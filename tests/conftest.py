@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,15 @@ def jpeg_bytes(size: tuple[int, int] = (64, 48), color: str = "teal") -> bytes:
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user(username="alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def topics(settings) -> tuple[str, str]:
+    """A fresh events topic and DLQ for this test, so tests never see each other's records."""
+    name = f"events-{uuid.uuid4().hex[:8]}"
+    settings.KAFKA_EVENTS_TOPIC = name
+    settings.KAFKA_DLQ_TOPIC = f"{name}.dlq"
+    return name, f"{name}.dlq"
 
 
 @dataclass

@@ -20,7 +20,6 @@ from monitor.models import AnalyticsEvent, DeadLetter, EventMinuteCount
 
 from .test_workers import IsolatedWorker, read_all, run_until_consumed, signup_event
 from .test_workers import produce as produce_records
-from .test_workers import topics as topics  # the fixture, shared with the worker tests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

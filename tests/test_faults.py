@@ -136,6 +136,18 @@ async def _produce_stream(topic: str, events: list[bytes], per_second: float) ->
         await producer.stop()
 
 
+def stream_in_background(events: list[dict], per_second: float) -> threading.Thread:
+    """Produce ``events`` to the events topic at a steady rate from another thread."""
+    asyncio.run(kafka.ensure_topics())
+    values = [encode_event(event) for event in events]
+    producer = threading.Thread(
+        target=asyncio.run,
+        args=(_produce_stream(settings.KAFKA_EVENTS_TOPIC, values, per_second),),
+    )
+    producer.start()
+    return producer
+
+
 def signup_events(count: int) -> list[dict]:
     return [
         build_event(
@@ -153,15 +165,8 @@ def test_the_analytics_worker_killed_three_times_records_each_event_once(
     own_broker, processes: Processes
 ) -> None:
     processes.env["ANALYTICS_BATCH_SIZE"] = "100"
-    asyncio.run(kafka.ensure_topics())
     events = signup_events(5000)
-    producer = threading.Thread(
-        target=asyncio.run,
-        args=(
-            _produce_stream(settings.KAFKA_EVENTS_TOPIC, [encode_event(e) for e in events], 400),
-        ),
-    )
-    producer.start()
+    producer = stream_in_background(events, per_second=400)
     worker = processes.start("analytics")
     for kill in range(3):
         threshold = 1000 * (kill + 1)
@@ -187,15 +192,8 @@ def test_the_analytics_worker_killed_three_times_records_each_event_once(
 
 def test_a_sigterm_finishes_the_batch_commits_and_exits(own_broker, processes: Processes) -> None:
     processes.env["ANALYTICS_BATCH_SIZE"] = "50"
-    asyncio.run(kafka.ensure_topics())
     events = signup_events(3000)
-    producer = threading.Thread(
-        target=asyncio.run,
-        args=(
-            _produce_stream(settings.KAFKA_EVENTS_TOPIC, [encode_event(e) for e in events], 600),
-        ),
-    )
-    producer.start()
+    producer = stream_in_background(events, per_second=600)
     worker = processes.start("analytics")
     wait_for(lambda: AnalyticsEvent.objects.count() >= 500, 60, processes.log("analytics"))
     worker.send_signal(signal.SIGTERM)
@@ -236,16 +234,9 @@ def test_a_locked_database_commits_nothing_past_durable_work(
     processes.env["ANALYTICS_BATCH_SIZE"] = "50"
     processes.env["SQLITE_BUSY_TIMEOUT_SECONDS"] = "1"  # fail fast, so the retry path runs
     processes.env["WORKER_DB_RETRY_MAX_SECONDS"] = "1"
-    asyncio.run(kafka.ensure_topics())
     events = signup_events(3000)
-    producer = threading.Thread(
-        target=asyncio.run,
-        args=(
-            _produce_stream(settings.KAFKA_EVENTS_TOPIC, [encode_event(e) for e in events], 500),
-        ),
-    )
     processes.start("analytics")
-    producer.start()
+    producer = stream_in_background(events, per_second=500)
     wait_for(lambda: AnalyticsEvent.objects.count() >= 300, 60, processes.log("analytics"))
 
     held = threading.Event()

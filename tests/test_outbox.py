@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import pytest
 from django.db import transaction
@@ -21,12 +20,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def topic(settings):
-    name = f"outbox-{uuid.uuid4().hex[:8]}"
-    settings.KAFKA_EVENTS_TOPIC = name
-    settings.KAFKA_DLQ_TOPIC = f"{name}.dlq"
+def topic(topics) -> str:
     asyncio.run(kafka.ensure_topics())
-    return name
+    return topics[0]
 
 
 def emit_signups(count: int) -> list[str]:

@@ -17,7 +17,6 @@ from monitor.outbox import emit_event, publish_rows, relay_outbox
 from monitor.publisher import publisher
 
 from .test_workers import IsolatedWorker, read_all, run_until_consumed
-from .test_workers import topics as topics  # the fixture, shared with the worker tests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

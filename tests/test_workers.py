@@ -19,15 +19,6 @@ from monitor.workers import AnalyticsWorker
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def topics(settings):
-    """A fresh events topic and DLQ for this test, so runs never see each other's records."""
-    name = f"events-{uuid.uuid4().hex[:8]}"
-    settings.KAFKA_EVENTS_TOPIC = name
-    settings.KAFKA_DLQ_TOPIC = f"{name}.dlq"
-    return name, f"{name}.dlq"
-
-
 def signup_event(n: int) -> dict:
     return build_event(
         type="user.signed_up",
