@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format check clean
+.PHONY: run test test-django6 lint format check clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "eventsite needs Python 3.11 or newer")'
@@ -23,6 +23,17 @@ run: $(VENV)/.runtime  ## serve at http://127.0.0.1:8000 with broker and workers
 test: $(VENV)/.dev  ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The same code on Django 6 (which needs Python 3.12+): PYTHON312=python3.12 make test-django6
+DJANGO6_VENV := .venv-django6
+DJANGO6_TESTS := tests/test_events.py tests/test_post_view.py tests/test_analytics.py \
+	tests/test_admin.py tests/test_healthz.py tests/test_streams.py tests/test_end_to_end.py \
+	tests/test_outbox.py tests/test_workers.py
+test-django6:
+	@test -n "$(PYTHON312)" || { echo "set PYTHON312 to a Python 3.12+ interpreter"; exit 2; }
+	test -x $(DJANGO6_VENV)/bin/python || $(PYTHON312) -m venv $(DJANGO6_VENV)
+	$(DJANGO6_VENV)/bin/python -m pip install --disable-pip-version-check -q "Django>=6,<7" -r requirements-dev.txt
+	$(DJANGO6_VENV)/bin/python -m pytest -q -W error::DeprecationWarning $(DJANGO6_TESTS)
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,4 +45,4 @@ format: $(VENV)/.dev
 check: lint test  ## every check CI runs
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DJANGO6_VENV) var .pytest_cache .ruff_cache
