@@ -4,12 +4,16 @@ The tutorial way (one channel-layer ``group_send`` per event per client) is
 slow and, at the default capacity, silently loses messages. Here each ASGI
 process reads the topic itself (no consumer group, starting at the end) and
 hands the events to an in-process :class:`FanoutHub`. The hub gathers what
-arrives within one tick, encodes that batch **once** as a JSON frame, and
-offers the same string to every registered :class:`ClientStream`.
+arrives within one tick, encodes that batch **once** as a JSON frame (and,
+for sockets it can write to directly, once as WebSocket frame bytes: see
+:mod:`monitor.wire`), and offers the same frame to every client.
 
-Each client has a bounded queue of frames. A client whose queue is full
-loses frames, but never silently: the next frame it gets is a ``gap``
-notice with the number of events it missed.
+Every client is bounded. Under daphne a :class:`DirectStream` writes the
+frame bytes straight to the connection's transport and stops writing while
+the client has more than ``FANOUT_CLIENT_MAX_BUFFER_BYTES`` unread; elsewhere
+a :class:`ClientStream` keeps a bounded queue of frames for ASGI ``send``.
+A client that falls behind loses frames, but never silently: the next frame
+it gets is a ``gap`` notice with the number of events it missed.
 
 Daphne has no ASGI lifespan, so the reader starts with the first client and
 stops when the last one has been gone for a grace period.
@@ -28,12 +32,67 @@ from django.conf import settings
 
 from . import kafka
 from .events import InvalidEvent, parse_event
+from .wire import DirectSocket, text_frame
 
 logger = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
 # How often the live reader looks for partitions added to the topic.
 PARTITION_CHECK_SECONDS = 3
+# How often a client that fell behind is checked for having caught up.
+LAG_CHECK_SECONDS = 0.05
+
+
+class Frame(str):
+    """A frame's JSON text, with its WebSocket wire bytes encoded at most once."""
+
+    @property
+    def wire(self) -> bytes:
+        cached = self.__dict__.get("_wire")
+        if cached is None:
+            cached = self.__dict__["_wire"] = text_frame(self.encode())
+        return cached
+
+
+def gap_notice(missed: int) -> str:
+    return json.dumps({"type": "gap", "missed": missed})
+
+
+class DirectStream:
+    """A daphne socket written to directly; bounded by what the client has not read."""
+
+    def __init__(self, socket: DirectSocket, *, max_buffered_bytes: int) -> None:
+        self.socket = socket
+        self._max_buffered = max_buffered_bytes
+        self.missed = 0
+        self.delivered = 0
+
+    def offer(self, frame: str, events: int) -> None:
+        """Write a frame of ``events`` events, or count them missed while the client lags."""
+        socket = self.socket
+        if not socket.open:
+            return
+        if socket.buffered() > self._max_buffered:
+            self.missed += events
+            return
+        if self.missed:
+            socket.write(text_frame(gap_notice(self.missed).encode()))
+            self.missed = 0
+        socket.write(frame.wire if isinstance(frame, Frame) else text_frame(frame.encode()))
+        self.delivered += events
+
+    def flush_gap(self) -> bool:
+        """Tell a client that has caught up what it missed; True once nothing is owed."""
+        if not self.missed or not self.socket.open:
+            return True
+        if self.socket.buffered() > self._max_buffered:
+            return False
+        self.socket.write(text_frame(gap_notice(self.missed).encode()))
+        self.missed = 0
+        return True
+
+    def close(self) -> None:
+        pass
 
 
 class ClientStream:
@@ -55,11 +114,22 @@ class ClientStream:
             self.missed += events
             return
         if self.missed:
-            self._queue.append(json.dumps({"type": "gap", "missed": self.missed}))
+            self._queue.append(gap_notice(self.missed))
             self.missed = 0
         self._queue.append(frame)
         self.delivered += events
         self._wake.set()
+
+    def flush_gap(self) -> bool:
+        """Queue the gap notice once there is room; True once nothing is owed."""
+        if not self.missed:
+            return True
+        if len(self._queue) >= self._max_frames:
+            return False
+        self._queue.append(gap_notice(self.missed))
+        self.missed = 0
+        self._wake.set()
+        return True
 
     async def _pump(self) -> None:
         try:
@@ -82,15 +152,23 @@ class FanoutHub:
     """Registers client streams and broadcasts batches of events to them."""
 
     def __init__(self) -> None:
-        self.clients: set[ClientStream] = set()
+        self.clients: set[ClientStream | DirectStream] = set()
         self._pending: list[str] = []
         self._flush_scheduled = False
         self._reader: LiveReader | None = None
         self._idle_stop: asyncio.TimerHandle | None = None
+        # Clients owed a gap notice: told as soon as they catch up, even if no
+        # further event comes to carry it.
+        self._lagging: set[ClientStream | DirectStream] = set()
+        self._lag_check_scheduled = False
 
-    async def register(self, client: ClientStream, *, timeout: float = 10.0) -> None:
+    async def register(self, client: ClientStream | DirectStream, *, timeout: float = 10.0) -> None:
         """Add a client; returns once the process's reader is positioned on the topic."""
         self.clients.add(client)
+        await self.ensure_reader(timeout=timeout)
+
+    async def ensure_reader(self, *, timeout: float = 10.0) -> None:
+        """Start the process's reader if needed; return once it is positioned on the topic."""
         if self._idle_stop is not None:
             self._idle_stop.cancel()
             self._idle_stop = None
@@ -99,7 +177,11 @@ class FanoutHub:
             self._reader.start()
         await self._reader.wait_ready(timeout)
 
-    def unregister(self, client: ClientStream) -> None:
+    def add(self, client: ClientStream | DirectStream) -> None:
+        """Add a client to a hub whose reader is ready (see :meth:`ensure_reader`)."""
+        self.clients.add(client)
+
+    def unregister(self, client: ClientStream | DirectStream) -> None:
         self.clients.discard(client)
         client.close()
         if not self.clients and self._reader is not None and self._idle_stop is None:
@@ -124,9 +206,24 @@ class FanoutHub:
     def _flush(self) -> None:
         self._flush_scheduled = False
         items, self._pending = self._pending, []
-        frame = '{"type":"events","events":[' + ",".join(items) + "]}"
+        frame = Frame('{"type":"events","events":[' + ",".join(items) + "]}")
         for client in self.clients:
             client.offer(frame, len(items))
+            if client.missed:
+                self._lagging.add(client)
+        self._schedule_lag_check()
+
+    def _schedule_lag_check(self) -> None:
+        if self._lagging and not self._lag_check_scheduled:
+            self._lag_check_scheduled = True
+            asyncio.get_running_loop().call_later(LAG_CHECK_SECONDS, self._check_lagging)
+
+    def _check_lagging(self) -> None:
+        self._lag_check_scheduled = False
+        self._lagging = {
+            client for client in self._lagging if client in self.clients and not client.flush_gap()
+        }
+        self._schedule_lag_check()
 
 
 def encode_item(record_topic: str, partition: int, offset: int, value: bytes) -> str:

@@ -20,7 +20,8 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from .fanout import ClientStream, hub
+from .fanout import ClientStream, DirectStream, hub
+from .wire import DIRECT_SOCKET_EXTENSION
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ MAX_CLIENT_FRAME_CHARS = 64 * 1024
 
 
 class EventStreamConsumer(AsyncWebsocketConsumer):
-    stream: ClientStream | None = None
+    stream: ClientStream | DirectStream | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -42,19 +43,28 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.stream = ClientStream(self._send_text, max_frames=settings.FANOUT_CLIENT_QUEUE_FRAMES)
         try:
-            await hub.register(self.stream)
+            await hub.ensure_reader()
         except (ConnectionError, TimeoutError) as exc:
             logger.warning("stream refused: %s", exc)
-            await self.send_json(
-                {"type": "error", "code": "broker_unavailable", "message": str(exc)}
-            )
+            await self.send_error("broker_unavailable", str(exc))
             await self.close(code=CLOSE_BROKER_UNAVAILABLE)
             return
         await self.send_json(
             {"type": "welcome", "protocol": PROTOCOL_VERSION, "user": user.get_username()}
         )
+        # Joined right after the welcome, with no await between: every event
+        # the reader hands over from now on follows the welcome.
+        socket = self.scope.get("extensions", {}).get(DIRECT_SOCKET_EXTENSION)
+        if socket is not None:
+            self.stream = DirectStream(
+                socket, max_buffered_bytes=settings.FANOUT_CLIENT_MAX_BUFFER_BYTES
+            )
+        else:
+            self.stream = ClientStream(
+                self._send_text, max_frames=settings.FANOUT_CLIENT_QUEUE_FRAMES
+            )
+        hub.add(self.stream)
 
     async def disconnect(self, code: int) -> None:
         if self.stream is not None:

@@ -1,0 +1,93 @@
+"""One encoded WebSocket frame, written to many sockets.
+
+Server-to-client WebSocket frames are not masked, so the bytes of a batch's
+frame are the same for every client: the hub builds them once and writes
+them to each connection's transport, skipping the per-message work of
+Channels, daphne and autobahn. Under daphne, the ASGI ``send`` callable is
+bound to the connection's Twisted protocol, which :func:`direct_socket`
+finds. Elsewhere (test communicators, another server) it returns None and the
+caller sends through ASGI as usual.
+
+:class:`DirectSocketMiddleware` goes outermost, before any middleware that
+wraps ``send`` (Channels' sessions do), and offers the socket to the
+consumer in ``scope["extensions"]``.
+
+Frames are written whole, in one ``transport.write`` each, as autobahn
+writes its own (the welcome, pongs, pings, the close), so the two never
+interleave inside a frame.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import struct
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+OPCODE_TEXT = 0x1
+FIN = 0x80
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unfragmented, unmasked text frame carrying ``payload``."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", FIN | OPCODE_TEXT, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", FIN | OPCODE_TEXT, 126, length)
+    else:
+        header = struct.pack("!BBQ", FIN | OPCODE_TEXT, 127, length)
+    return header + payload
+
+
+class DirectSocket:
+    """Write access to a daphne WebSocket connection's transport."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
+
+    @property
+    def open(self) -> bool:
+        return bool(self.protocol.state == self.protocol.STATE_OPEN) and not getattr(
+            self.transport, "disconnecting", False
+        )
+
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the kernel: how far behind the client is."""
+        transport = self.transport
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+    def write(self, frame: bytes) -> None:
+        self.transport.write(frame)
+
+
+def direct_socket(send: Any) -> DirectSocket | None:
+    """The DirectSocket behind an ASGI ``send`` from daphne, or None."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    protocol = send.args[0]
+    transport = getattr(protocol, "transport", None)
+    needed = ("dataBuffer", "offset", "_tempDataLen", "write")
+    if not hasattr(protocol, "STATE_OPEN") or not all(hasattr(transport, n) for n in needed):
+        return None
+    return DirectSocket(protocol)
+
+
+DIRECT_SOCKET_EXTENSION = "eventsite.direct_socket"
+
+
+class DirectSocketMiddleware:
+    """Offers the connection's DirectSocket, when there is one, in the scope's extensions."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        socket = direct_socket(send)
+        if socket is not None:
+            extensions = {**scope.get("extensions", {}), DIRECT_SOCKET_EXTENSION: socket}
+            scope = {**scope, "extensions": extensions}
+        return await self.inner(scope, receive, send)

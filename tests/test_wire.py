@@ -1,0 +1,114 @@
+"""monitor.wire: one WebSocket frame, encoded once, written to many sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from monitor import kafka
+from monitor.events import build_event, encode_event
+from monitor.wire import text_frame
+
+from .conftest import Processes
+from .test_faults import Poster
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_it_encodes_unmasked_text_frames_of_every_length_class(size: int) -> None:
+    payload = b"x" * size
+    frame = text_frame(payload)
+    assert frame[0] == 0x81  # FIN, text
+    assert frame[1] & 0x80 == 0  # server frames are not masked
+    length = frame[1] & 0x7F
+    if size < 126:
+        assert length == size and frame[2:] == payload
+    elif size < 65536:
+        assert length == 126 and int.from_bytes(frame[2:4], "big") == size
+        assert frame[4:] == payload
+    else:
+        assert length == 127 and int.from_bytes(frame[2:10], "big") == size
+        assert frame[10:] == payload
+
+
+def big_event(n: int) -> bytes:
+    return encode_event(
+        build_event(
+            type="photo.posted",
+            subject=f"posts/{n}",
+            actor="1",
+            data={
+                "post_id": n,
+                "author_id": 1,
+                "author": "bulk",
+                "caption": "c" * 8_000,
+                "photo_url": f"/media/photos/{n}.jpg",
+            },
+            source="/wire-test",
+        )
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_client_that_stops_reading_gets_a_gap_notice_and_exact_counts(
+    own_broker, processes: Processes
+) -> None:
+    processes.env["FANOUT_CLIENT_MAX_BUFFER_BYTES"] = "65536"
+    processes.start("web")
+    poster = Poster(processes.base_url, "slowpoke")
+    cookie = {"Cookie": f"sessionid={poster.client.cookies['sessionid']}"}
+    total = 3000  # about 24 MB of frames: more than the kernel buffers hold
+
+    # A small receive buffer (which also turns off the kernel's autotuning),
+    # so that a client that does not read falls behind within a few MB.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", processes.port))
+
+    async def scenario() -> tuple[int, int, list[dict]]:
+        async with connect(
+            processes.base_url.replace("http", "ws") + "/ws/events/",
+            sock=sock,
+            origin=processes.base_url,
+            additional_headers=cookie,
+            max_queue=1,  # stop reading from the socket while we do not consume
+            max_size=None,
+        ) as slow:
+            assert json.loads(await slow.recv())["type"] == "welcome"
+            producer = kafka.make_producer(max_request_size=2**20)
+            await producer.start()
+            try:
+                for n in range(total):
+                    await producer.send(settings_topic(), big_event(n), key=b"1")
+                await producer.flush()
+            finally:
+                await producer.stop()
+            await asyncio.sleep(2)  # the server keeps writing while we do not read
+            received, missed, gaps = 0, 0, []
+            async with asyncio.timeout(60):
+                while received + missed < total:
+                    frame = json.loads(await slow.recv())
+                    if frame["type"] == "events":
+                        received += len(frame["events"])
+                    elif frame["type"] == "gap":
+                        missed += frame["missed"]
+                        gaps.append(frame)
+            return received, missed, gaps
+
+    received, missed, gaps = asyncio.run(scenario())
+    assert gaps, f"a client that fell behind was not told ({received} received)"
+    assert missed > 0 and received > 0
+    assert received + missed == total
+    health = httpx.get(processes.base_url + "/healthz", timeout=10)
+    assert health.status_code == 200
+
+
+def settings_topic() -> str:
+    from django.conf import settings
+
+    return settings.KAFKA_EVENTS_TOPIC
