@@ -14,9 +14,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Field
+from django.db.models import Field, Model
 from django.utils import timezone
 
 from .events import Event, parse_time
@@ -72,8 +73,8 @@ EVENT_COLUMNS = (
 
 
 def _insert_events(rows: list[tuple[uuid.UUID, RecordedFrom]], now: datetime) -> set[uuid.UUID]:
-    fields = [AnalyticsEvent._meta.get_field(name) for name in EVENT_COLUMNS]
-    params: list[object] = []
+    fields = [_field(AnalyticsEvent, name) for name in EVENT_COLUMNS]
+    params: list[Any] = []
     for event_id, record in rows:
         event = record.event
         values = (
@@ -94,7 +95,7 @@ def _insert_events(rows: list[tuple[uuid.UUID, RecordedFrom]], now: datetime) ->
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (
         f"INSERT INTO {quote(AnalyticsEvent._meta.db_table)} "
-        f"({', '.join(quote(field.column) for field in fields)}) "
+        f"({', '.join(quote(name) for name in EVENT_COLUMNS)}) "
         f"VALUES {', '.join([row_sql] * len(rows))} "
         f"ON CONFLICT ({quote('event_id')}) DO NOTHING RETURNING {quote('event_id')}"
     )
@@ -111,8 +112,8 @@ def _add_minute_counts(records: list[RecordedFrom]) -> None:
     if not counts:
         return
     meta = EventMinuteCount._meta
-    fields = [meta.get_field(name) for name in ("minute", "type", "count")]
-    params: list[object] = []
+    fields = [_field(EventMinuteCount, name) for name in ("minute", "type", "count")]
+    params: list[Any] = []
     for (minute, event_type), count in counts.items():
         params.extend(
             _prep(field, value)
@@ -130,5 +131,11 @@ def _add_minute_counts(records: list[RecordedFrom]) -> None:
         cursor.execute(sql, params)
 
 
-def _prep(field: Field, value: object) -> object:
+def _prep(field: Field, value: object) -> Any:
     return field.get_db_prep_save(value, connection)
+
+
+def _field(model: type[Model], name: str) -> Field:
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field)
+    return field

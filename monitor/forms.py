@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
@@ -16,8 +18,8 @@ class SignupForm(forms.Form):
             raise forms.ValidationError("That username is taken.")
         return username
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         password = cleaned.get("password")
         if password:
             user = get_user_model()(username=cleaned.get("username", ""))

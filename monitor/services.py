@@ -3,8 +3,7 @@ transaction, through the outbox; nothing else in the project emits events."""
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
@@ -12,10 +11,10 @@ from .models import Post
 from .outbox import emit_event
 
 
-def user_signup(*, username: str, password: str) -> AbstractBaseUser:
+def user_signup(*, username: str, password: str) -> User:
     """Create a user and emit ``user.signed_up``."""
     with transaction.atomic():
-        user = get_user_model().objects.create_user(username=username, password=password)
+        user = User.objects.create_user(username=username, password=password)
         emit_event(
             type="user.signed_up",
             subject=f"users/{user.pk}",
@@ -25,7 +24,7 @@ def user_signup(*, username: str, password: str) -> AbstractBaseUser:
     return user
 
 
-def post_create(*, author: AbstractBaseUser, photo: UploadedFile, caption: str) -> Post:
+def post_create(*, author: User, photo: UploadedFile, caption: str) -> Post:
     """Store a photo post and emit ``photo.posted``.
 
     The image file is written before the row; if the transaction fails, the

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.paginator import Paginator
 from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -42,7 +44,9 @@ def post_new(request: HttpRequest) -> HttpResponse:
             return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
         return render(request, "monitor/post_form.html", {"form": form}, status=400)
     post = post_create(
-        author=request.user, photo=form.cleaned_data["photo"], caption=form.cleaned_data["caption"]
+        author=cast(User, request.user),  # login_required
+        photo=form.cleaned_data["photo"],
+        caption=form.cleaned_data["caption"],
     )
     if wants_json(request):
         return JsonResponse({"id": post.pk}, status=201)

@@ -89,6 +89,7 @@ class BatchWorker:
         """Poll and handle batches until stopped; reconnect after broker failures."""
         while await self.start():
             try:
+                assert self.consumer is not None
                 while not self.stopping:
                     batch = await self.consumer.getmany(
                         timeout_ms=self.poll_timeout_ms, max_records=settings.ANALYTICS_BATCH_SIZE
@@ -186,6 +187,7 @@ class BatchWorker:
 
     async def dead_letter(self, dead: list[DeadRecord]) -> None:
         """Send each invalid record to the DLQ topic; wait for the acknowledgements."""
+        assert self.producer is not None
         futures = []
         for record in dead:
             logger.warning(
@@ -274,6 +276,7 @@ class BatchWorker:
 
     async def commit(self, batch: Batch) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        assert self.consumer is not None
         try:
             await self.consumer.commit(offsets)
         except CommitFailedError as exc:

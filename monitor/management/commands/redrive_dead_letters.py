@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from monitor.deadletters import redrive_now
@@ -15,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--all", action="store_true", help="re-drive every pending one")
         parser.add_argument("--list", action="store_true", help="only list pending dead letters")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         pending = DeadLetter.objects.filter(redriven_at__isnull=True).order_by("id")
         if options["list"]:
             for letter in pending:

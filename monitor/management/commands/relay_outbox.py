@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandParser
 
 from monitor.workers import OutboxRelay, run_until_stopped
@@ -11,5 +13,5 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
 
-    def handle(self, *args: object, **options: object) -> None:
-        run_until_stopped(OutboxRelay(interval=float(options["interval"])))  # type: ignore[arg-type]
+    def handle(self, *args: Any, **options: Any) -> None:
+        run_until_stopped(OutboxRelay(interval=float(options["interval"])))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from monitor.workers import AnalyticsWorker, run_until_stopped
@@ -8,5 +10,5 @@ from monitor.workers import AnalyticsWorker, run_until_stopped
 class Command(BaseCommand):
     help = "Consume user-events in the 'analytics' group and store them in the database."
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         run_until_stopped(AnalyticsWorker())

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
@@ -50,7 +51,7 @@ class Command(BaseCommand):
             help="port for the embedded broker (a free one if this is taken)",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = False
         signal.signal(signal.SIGINT, self._request_stop)
         signal.signal(signal.SIGTERM, self._request_stop)
@@ -62,7 +63,7 @@ class Command(BaseCommand):
         broker = None
         env = dict(os.environ)
         if not settings.KAFKA_BOOTSTRAP_SERVERS:
-            port = int(options["broker_port"])  # type: ignore[arg-type]
+            port = int(options["broker_port"])
             broker = EmbeddedBroker(
                 port if port_is_free(port) else None, log=settings.VAR_DIR / "broker.log"
             ).start()
@@ -73,7 +74,7 @@ class Command(BaseCommand):
             )
         try:
             asyncio.run(kafka.ensure_topics())
-            children = self._children(str(options["host"]), int(options["port"]))  # type: ignore[arg-type]
+            children = self._children(str(options["host"]), int(options["port"]))
             for child in children:
                 self._spawn(child, env)
             self.stdout.write(
