@@ -37,12 +37,17 @@ test-django6:
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy monitor eventsite
 
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 check: lint test  ## every check CI runs
+
+.PHONY: bench
+bench: $(VENV)/.dev  ## measure fan-out, posts and analytics on this machine (under 10 minutes)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) $(DJANGO6_VENV) var .pytest_cache .ruff_cache

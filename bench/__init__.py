@@ -1,0 +1,1 @@
+"""The benchmark harness for eventsite: ``make bench`` or ``python -m bench``."""
