@@ -291,34 +291,10 @@ def create_sessions(usernames: list[str]) -> dict[str, str]:
 
 
 async def create_topics(names: list[str]) -> None:
-    """Create each topic (and its DLQ) with the product's partition count."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-    from django.conf import settings
-
+    """Create each named events topic and its dead-letter topic."""
     from monitor import kafka
 
-    admin = AIOKafkaAdminClient(**kafka.connection_options())
-    await admin.start()
-    try:
-        wanted = [topic for name in names for topic in (name, f"{name}.dlq")]
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(
-                topic,
-                num_partitions=settings.KAFKA_TOPIC_PARTITIONS,
-                replication_factor=settings.KAFKA_TOPIC_REPLICATION,
-            )
-            for topic in wanted
-            if topic not in existing
-        ]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
+    await kafka.ensure_topics([topic for name in names for topic in (name, f"{name}.dlq")])
 
 
 def forget_run(topics: list[str], sessions: dict[str, str]) -> None:

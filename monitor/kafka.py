@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -167,13 +168,13 @@ async def group_lag(group_id: str, topic: str) -> dict[int, dict[str, int | None
         await consumer.stop()
 
 
-async def ensure_topics() -> None:
-    """Create the events topic and its dead-letter topic if they are missing."""
+async def ensure_topics(names: Iterable[str] | None = None) -> None:
+    """Create topics that are missing: by default the events topic and its dead-letter topic."""
     admin = AIOKafkaAdminClient(**connection_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.KAFKA_EVENTS_TOPIC, settings.KAFKA_DLQ_TOPIC]
+        wanted = list(names or [settings.KAFKA_EVENTS_TOPIC, settings.KAFKA_DLQ_TOPIC])
         missing = [
             NewTopic(
                 name,
