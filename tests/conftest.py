@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from django.conf import settings
 from PIL import Image
 
 from monitor.broker import EmbeddedBroker, free_port
+from monitor.events import build_event
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +45,39 @@ def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, media_root: Path) -> None:
     settings.MEDIA_ROOT = media_root
+
+
+def signup_event(n: int, *, at: datetime | None = None, source: str = "/test") -> dict:
+    """A valid ``user.signed_up`` envelope for user ``n``."""
+    return build_event(
+        type="user.signed_up",
+        subject=f"users/{n}",
+        actor=str(n),
+        data={"user_id": n, "username": f"user{n}"},
+        source=source,
+        time=at,
+    )
+
+
+def photo_event(
+    n: int, *, author_id: int | None = None, caption: str | None = None, at: datetime | None = None
+) -> dict:
+    """A valid ``photo.posted`` envelope for post ``n`` (by user ``n`` unless ``author_id``)."""
+    author = n if author_id is None else author_id
+    return build_event(
+        type="photo.posted",
+        subject=f"posts/{n}",
+        actor=str(author),
+        data={
+            "post_id": n,
+            "author_id": author,
+            "author": f"user{author}",
+            "caption": f"caption {n}" if caption is None else caption,
+            "photo_url": f"/media/photos/{n}.jpg",
+        },
+        source="/test",
+        time=at,
+    )
 
 
 def jpeg_bytes(size: tuple[int, int] = (64, 48), color: str = "teal") -> bytes:

@@ -9,8 +9,10 @@ import pytest
 
 from monitor import analytics
 from monitor.analytics import RecordedFrom, record_batch
-from monitor.events import Event, build_event
+from monitor.events import Event
 from monitor.models import AnalyticsEvent, EventMinuteCount
+
+from .conftest import photo_event, signup_event
 
 pytestmark = pytest.mark.django_db
 
@@ -18,31 +20,11 @@ MINUTE = datetime(2024, 5, 6, 7, 8, tzinfo=UTC)
 
 
 def signed_up(user_id: int, *, at: datetime) -> Event:
-    return build_event(
-        type="user.signed_up",
-        subject=f"users/{user_id}",
-        actor=str(user_id),
-        data={"user_id": user_id, "username": f"user{user_id}"},
-        source="/test",
-        time=at,
-    )
+    return signup_event(user_id, at=at)
 
 
 def posted(post_id: int, *, at: datetime, author_id: int = 1) -> Event:
-    return build_event(
-        type="photo.posted",
-        subject=f"posts/{post_id}",
-        actor=str(author_id),
-        data={
-            "post_id": post_id,
-            "author_id": author_id,
-            "author": f"user{author_id}",
-            "caption": f"caption {post_id}",
-            "photo_url": f"/media/photos/{post_id}.jpg",
-        },
-        source="/test",
-        time=at,
-    )
+    return photo_event(post_id, author_id=author_id, at=at)
 
 
 def delivered(

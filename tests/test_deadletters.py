@@ -15,10 +15,12 @@ from django.core.management import CommandError, call_command
 
 from monitor import kafka
 from monitor.deadletters import DeadRecord, mark_redriven, record_dead_letters
-from monitor.events import build_event, encode_event
+from monitor.events import encode_event
 from monitor.models import AnalyticsEvent, DeadLetter, EventMinuteCount
 
-from .test_workers import IsolatedWorker, read_all, run_until_consumed, signup_event
+from . import conftest
+from .conftest import signup_event
+from .test_workers import IsolatedWorker, read_all, run_until_consumed
 from .test_workers import produce as produce_records
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,19 +29,7 @@ LIMIT = 20_000
 
 
 def photo_event(n: int, caption: str = "a photo") -> dict:
-    return build_event(
-        type="photo.posted",
-        subject=f"posts/{n}",
-        actor=str(n),
-        data={
-            "post_id": n,
-            "author_id": n,
-            "author": f"user{n}",
-            "caption": caption,
-            "photo_url": f"/media/photos/{n}.jpg",
-        },
-        source="/test",
-    )
+    return conftest.photo_event(n, caption=caption)
 
 
 def oversize_event() -> bytes:

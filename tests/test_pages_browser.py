@@ -21,12 +21,19 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.getenv("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
+ON_CI = os.getenv("CI") == "true"
+pytestmark.append(
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not ON_CI,
+        reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)",
+    )
+)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
-        if os.getenv("CI") == "true":
-            pytest.fail(f"Chromium is required on CI but was not found at {CHROMIUM}")
-        pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+        pytest.fail(f"Chromium is required on CI but was not found at {CHROMIUM}")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop running in this thread; the

@@ -12,21 +12,13 @@ from aiokafka import TopicPartition
 from django.db import OperationalError
 
 from monitor import kafka
-from monitor.events import build_event, encode_event
+from monitor.events import encode_event
 from monitor.models import AnalyticsEvent, DeadLetter, EventMinuteCount
 from monitor.workers import AnalyticsWorker
 
+from .conftest import signup_event
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def signup_event(n: int) -> dict:
-    return build_event(
-        type="user.signed_up",
-        subject=f"users/{n}",
-        actor=str(n),
-        data={"user_id": n, "username": f"user{n}"},
-        source="/test",
-    )
 
 
 class IsolatedWorker(AnalyticsWorker):
