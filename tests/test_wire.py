@@ -11,10 +11,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 from monitor import kafka
-from monitor.events import build_event, encode_event
+from monitor.events import encode_event
 from monitor.wire import text_frame
 
-from .conftest import Processes
+from .conftest import Processes, photo_event
 from .test_faults import Poster
 
 
@@ -36,21 +36,7 @@ def test_it_encodes_unmasked_text_frames_of_every_length_class(size: int) -> Non
 
 
 def big_event(n: int) -> bytes:
-    return encode_event(
-        build_event(
-            type="photo.posted",
-            subject=f"posts/{n}",
-            actor="1",
-            data={
-                "post_id": n,
-                "author_id": 1,
-                "author": "bulk",
-                "caption": "c" * 8_000,
-                "photo_url": f"/media/photos/{n}.jpg",
-            },
-            source="/wire-test",
-        )
-    )
+    return encode_event(photo_event(n, author_id=1, caption="c" * 8_000))
 
 
 @pytest.mark.e2e
