@@ -167,7 +167,7 @@ KAFKA_LINGER_MS = envint("KAFKA_LINGER_MS", 2)
 # A dead consumer leaves its group after this long, and its partitions move on.
 KAFKA_SESSION_TIMEOUT_MS = envint("KAFKA_SESSION_TIMEOUT_MS", 10_000)
 # How long a live reader's fetch may wait for data; low for low latency.
-KAFKA_LIVE_FETCH_WAIT_MS = envint("KAFKA_LIVE_FETCH_WAIT_MS", 10)
+KAFKA_LIVE_FETCH_WAIT_MS = envint("KAFKA_LIVE_FETCH_WAIT_MS", 5)
 
 EVENT_SOURCE = os.getenv("EVENTSITE_EVENT_SOURCE", "/eventsite")
 # Publish each event right after its transaction commits; off leaves it to the
@@ -187,7 +187,8 @@ ANALYTICS_BATCH_SIZE = envint("ANALYTICS_BATCH_SIZE", 500)
 # A worker whose database write fails retries with backoff up to this delay.
 WORKER_DB_RETRY_MAX_SECONDS = envint("WORKER_DB_RETRY_MAX_SECONDS", 10)
 
-FANOUT_TICK_MS = envint("FANOUT_TICK_MS", 5)
+# One frame per tick at most: each frame costs a system call per client.
+FANOUT_TICK_MS = envint("FANOUT_TICK_MS", 15)
 FANOUT_CLIENT_QUEUE_FRAMES = envint("FANOUT_CLIENT_QUEUE_FRAMES", 256)
 # A client with more than this many bytes unread misses frames (and is told).
 FANOUT_CLIENT_MAX_BUFFER_BYTES = envint("FANOUT_CLIENT_MAX_BUFFER_BYTES", 1024 * 1024)

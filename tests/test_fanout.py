@@ -151,7 +151,7 @@ def test_it_sends_each_tick_its_own_frame_without_repeating_events() -> None:
     run(scenario)
 
 
-def test_it_waits_one_tick_before_sending(settings: Any) -> None:
+def test_it_sends_at_once_after_a_quiet_tick_then_one_frame_per_tick(settings: Any) -> None:
     settings.FANOUT_TICK_MS = 200
 
     async def scenario() -> None:
@@ -159,14 +159,20 @@ def test_it_waits_one_tick_before_sending(settings: Any) -> None:
         recorder = Recorder()
         stream = ClientStream(recorder, max_frames=8)
         hub.clients.add(stream)
+
         started = time.monotonic()
-
         hub.publish(items(range(1)))
-        await asyncio.sleep(0.02)
-        assert recorder.frames == []
-        await until(lambda: bool(recorder.frames))
+        await until(lambda: len(recorder.frames) == 1)
+        assert time.monotonic() - started < 0.1  # nothing to wait for
 
+        second, third = items(range(1, 3)), items(range(3, 4))
+        hub.publish(second)
+        hub.publish(third)
+        await asyncio.sleep(0.05)
+        assert len(recorder.frames) == 1  # within the tick of the first frame
+        await until(lambda: len(recorder.frames) == 2)
         assert time.monotonic() - started >= 0.19
+        assert json.loads(recorder.frames[1]) == events_frame(second + third)
         stream.close()
 
     run(scenario)

@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from monitor import kafka
 from monitor.events import encode_event
-from monitor.wire import text_frame
+from monitor.wire import DirectSocket, text_frame
 
 from .conftest import Processes, photo_event
 from .test_faults import Poster
@@ -33,6 +33,58 @@ def test_it_encodes_unmasked_text_frames_of_every_length_class(size: int) -> Non
     else:
         assert length == 127 and int.from_bytes(frame[2:10], "big") == size
         assert frame[10:] == payload
+
+
+class FakeTransport:
+    """The parts of a Twisted TCP transport DirectSocket uses, on a real socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.connected = True
+        self.disconnecting = False
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataLen = 0
+        self.queued: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.queued.append(data)
+        self._tempDataLen += len(data)
+
+
+class FakeProtocol:
+    STATE_OPEN = 1
+    state = 1
+
+    def __init__(self, transport: FakeTransport) -> None:
+        self.transport = transport
+
+
+def test_it_sends_straight_to_the_socket_and_queues_the_rest_in_order() -> None:
+    server, client = socket.socketpair()
+    server.setblocking(False)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    transport = FakeTransport(server)
+    direct = DirectSocket(FakeProtocol(transport))
+    frames = [text_frame(b"%05d" % n + b"x" * 1000) for n in range(500)]
+    try:
+        direct.write(frames[0])
+        assert transport.queued == []  # the kernel took it whole: no reactor round trip
+        for frame in frames[1:]:
+            direct.write(frame)
+        # The kernel's buffer filled: the rest waits in the transport's buffer,
+        # and once anything waits there, nothing more jumps ahead of it.
+        assert transport.queued and direct.buffered() == sum(map(len, transport.queued))
+        sent_directly = b"".join(frames)[: -direct.buffered()]
+        client.settimeout(5)
+        received = b""
+        while len(received) < len(sent_directly):
+            received += client.recv(1 << 20)
+        assert received == sent_directly
+        assert b"".join(transport.queued) == b"".join(frames)[len(sent_directly) :]
+    finally:
+        server.close()
+        client.close()
 
 
 def big_event(n: int) -> bytes:
