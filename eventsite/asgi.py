@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventsite.settings")
 # Load Django before importing anything that touches models.
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -18,6 +18,11 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from monitor.routing import websocket_urlpatterns  # noqa: E402
 from monitor.wire import DirectSocketMiddleware  # noqa: E402
+
+from .serving import PooledThreadsHandler, skip_twisted_form_parsing  # noqa: E402
+
+skip_twisted_form_parsing()
+django_asgi_app = PooledThreadsHandler(threads=settings.WEB_THREADS)
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_FILES else django_asgi_app
 

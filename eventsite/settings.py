@@ -99,10 +99,16 @@ if not os.getenv("DATABASE_URL"):
 DATABASES = {
     "default": dj_database_url.parse(
         os.getenv("DATABASE_URL", f"sqlite:///{VAR_DIR / 'eventsite.sqlite3'}"),
-        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
+        # Web requests run on a pool of long-lived threads (eventsite/serving.py),
+        # each keeping its connection this long.
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with the process's threads taking turns to write
+    # (eventsite/sqlite3/base.py).
+    DATABASES["default"]["ENGINE"] = "eventsite.sqlite3"
     # WAL lets the web process read while a worker writes; the timeout turns
     # short lock waits into waits instead of "database is locked" errors.
     DATABASES["default"]["OPTIONS"] = {
@@ -141,6 +147,8 @@ MEDIA_ROOT = Path(os.getenv("DJANGO_MEDIA_ROOT", VAR_DIR / "media"))
 # The embedded default serves static and media files from the ASGI process;
 # a deployment puts a reverse proxy in front and turns this off.
 SERVE_FILES = envbool("EVENTSITE_SERVE_FILES", True)
+# Threads per web process for Django's synchronous request handling.
+WEB_THREADS = envint("EVENTSITE_WEB_THREADS", 8)
 
 CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
