@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.utils import timezone
 
 from .events import Event, parse_time
 from .models import AnalyticsEvent, EventMinuteCount
 
-CHUNK_ROWS = 500
+# Rows per INSERT statement: 11 parameters each stays under SQLite's limit of
+# 32,766 bound variables (PostgreSQL allows 65,535).
+CHUNK_ROWS = 2500
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,25 +39,44 @@ class RecordedFrom:
     offset: int
     key: bytes | None = None
     raw: bytes | None = None  # the record's value as read, when it was read from Kafka
+    # The event's id and time as validating it parsed them; None: parsed again here.
+    event_id: uuid.UUID | None = None
+    time: datetime | None = None
 
 
 def record_batch(records: Sequence[RecordedFrom]) -> int:
-    """Store a batch in one transaction; return how many events were new."""
+    """Store a batch in one transaction; return how many events were new.
+
+    The events must be valid envelopes (as :func:`~monitor.events.parse_event`
+    returns them): their values go to the database without further checks.
+    """
     unique: dict[uuid.UUID, RecordedFrom] = {}
     for record in records:
-        unique.setdefault(uuid.UUID(record.event["id"]), record)
+        event_id = record.event_id
+        if event_id is None:
+            event_id = uuid.UUID(record.event["id"])
+        unique.setdefault(event_id, record)
     if not unique:
         return 0
+    rows = [
+        _Row(event_id, record, record.time or parse_time(record.event["time"]))
+        for event_id, record in unique.items()
+    ]
+    db = connections[DEFAULT_DB_ALIAS]  # resolved once: the proxy costs a lookup per use
     now = timezone.now()
-    inserted: list[RecordedFrom] = []
-    with transaction.atomic():
-        items = list(unique.items())
-        for start in range(0, len(items), CHUNK_ROWS):
-            chunk = items[start : start + CHUNK_ROWS]
-            new_ids = _insert_events([(event_id, record) for event_id, record in chunk], now)
-            inserted.extend(record for event_id, record in chunk if event_id in new_ids)
-        _add_minute_counts(inserted)
+    inserted: list[_Row] = []
+    with transaction.atomic(using=db.alias):
+        for start in range(0, len(rows), CHUNK_ROWS):
+            inserted.extend(_insert_events(db, rows[start : start + CHUNK_ROWS], now))
+        _add_minute_counts(db, inserted)
     return len(inserted)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    event_id: uuid.UUID
+    record: RecordedFrom
+    time: datetime  # the event's time, parsed once
 
 
 EVENT_COLUMNS = (
@@ -72,42 +94,58 @@ EVENT_COLUMNS = (
 )
 
 
-def _insert_events(rows: list[tuple[uuid.UUID, RecordedFrom]], now: datetime) -> set[uuid.UUID]:
-    fields = [_field(AnalyticsEvent, name) for name in EVENT_COLUMNS]
+def _insert_events(db: BaseDatabaseWrapper, rows: list[_Row], now: datetime) -> list[_Row]:
+    """Insert the rows whose event id is new; return those rows."""
+    # The string, integer and datetime values are already of their fields'
+    # types, so only the backend's conversion is applied (what
+    # get_db_prep_value does once a value is prepared).
+    id_field = _field(AnalyticsEvent, "event_id")
+    data_field = _field(AnalyticsEvent, "data")
+    adapt_time = db.ops.adapt_datetimefield_value
+    recorded_at = adapt_time(now)
+    by_db_id: dict[str, _Row] = {}
     params: list[Any] = []
-    for event_id, record in rows:
-        event = record.event
-        values = (
-            event_id,
+    for row in rows:
+        event = row.record.event
+        db_id = id_field.get_db_prep_value(row.event_id, db, prepared=True)
+        by_db_id[str(db_id)] = row
+        params += (
+            db_id,
             event["type"],
             event["source"],
             event["subject"],
             event["actor"],
-            parse_time(event["time"]),
-            event["data"],
-            record.topic,
-            record.partition,
-            record.offset,
-            now,
+            adapt_time(row.time),
+            data_field.get_db_prep_value(event["data"], db, prepared=True),
+            row.record.topic,
+            row.record.partition,
+            row.record.offset,
+            recorded_at,
         )
-        params.extend(_prep(field, value) for field, value in zip(fields, values, strict=True))
-    quote = connection.ops.quote_name
-    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    quote = db.ops.quote_name
+    row_sql = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
     sql = (
         f"INSERT INTO {quote(AnalyticsEvent._meta.db_table)} "
         f"({', '.join(quote(name) for name in EVENT_COLUMNS)}) "
         f"VALUES {', '.join([row_sql] * len(rows))} "
         f"ON CONFLICT ({quote('event_id')}) DO NOTHING RETURNING {quote('event_id')}"
     )
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
-        return {uuid.UUID(str(value)) for (value,) in cursor.fetchall()}
+        returned = cursor.fetchall()
+    return [_inserted_row(by_db_id, value) for (value,) in returned]
 
 
-def _add_minute_counts(records: list[RecordedFrom]) -> None:
+def _inserted_row(by_db_id: dict[str, _Row], value: object) -> _Row:
+    row = by_db_id.get(str(value))
+    if row is None:  # a driver that returns another form of the UUID
+        row = by_db_id[str(_field(AnalyticsEvent, "event_id").to_python(value))]
+    return row
+
+
+def _add_minute_counts(db: BaseDatabaseWrapper, rows: list[_Row]) -> None:
     counts = Counter(
-        (parse_time(record.event["time"]).replace(second=0, microsecond=0), record.event["type"])
-        for record in records
+        (row.time.replace(second=0, microsecond=0), row.record.event["type"]) for row in rows
     )
     if not counts:
         return
@@ -116,10 +154,10 @@ def _add_minute_counts(records: list[RecordedFrom]) -> None:
     params: list[Any] = []
     for (minute, event_type), count in counts.items():
         params.extend(
-            _prep(field, value)
+            field.get_db_prep_save(value, db)
             for field, value in zip(fields, (minute, event_type, count), strict=True)
         )
-    quote = connection.ops.quote_name
+    quote = db.ops.quote_name
     table = quote(meta.db_table)
     sql = (
         f"INSERT INTO {table} ({quote('minute')}, {quote('type')}, {quote('count')}) "
@@ -127,12 +165,8 @@ def _add_minute_counts(records: list[RecordedFrom]) -> None:
         f"ON CONFLICT ({quote('minute')}, {quote('type')}) "
         f"DO UPDATE SET {quote('count')} = {table}.{quote('count')} + EXCLUDED.{quote('count')}"
     )
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
-
-
-def _prep(field: Field, value: object) -> Any:
-    return field.get_db_prep_save(value, connection)
 
 
 def _field(model: type[Model], name: str) -> Field:

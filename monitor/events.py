@@ -14,7 +14,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 SPEC_VERSION = "1.0"
 SCHEMA_VERSION = 1
@@ -105,8 +105,21 @@ def encode_event(event: Event) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+class ParsedEvent(NamedTuple):
+    """A valid envelope, with the id and time that validating it parsed."""
+
+    event: Event
+    id: uuid.UUID
+    time: datetime  # in UTC
+
+
 def parse_event(raw: bytes | None, *, max_bytes: int | None = None) -> Event:
     """Decode and validate one record value; raise InvalidEvent with a reason."""
+    return parse_record(raw, max_bytes=max_bytes).event
+
+
+def parse_record(raw: bytes | None, *, max_bytes: int | None = None) -> ParsedEvent:
+    """:func:`parse_event`, keeping the parsed id and time for a consumer that needs them."""
     if raw is None:
         raise InvalidEvent("record has no value")
     if max_bytes is not None and len(raw) > max_bytes:
@@ -115,8 +128,11 @@ def parse_event(raw: bytes | None, *, max_bytes: int | None = None) -> Event:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    if text.startswith("\ufeff"):
+        # json.loads refuses a byte order mark; its decoder alone does not.
+        raise InvalidEvent("value is not JSON: Unexpected UTF-8 BOM (decode using utf-8-sig) at 0")
     try:
-        event = json.loads(text, parse_constant=_reject_constant)
+        event = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"value is not JSON: {exc.msg} at {exc.pos}") from None
     if "\\ud" in text or "\\uD" in text:
@@ -125,16 +141,20 @@ def parse_event(raw: bytes | None, *, max_bytes: int | None = None) -> Event:
             json.dumps(event, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidEvent("value has an unpaired UTF-16 surrogate escape") from None
-    validate_event(event)
-    return event
+    return ParsedEvent(event, *validate_event(event))
 
 
 def _reject_constant(name: str) -> object:
     raise InvalidEvent(f"value is not JSON: {name} is not allowed")
 
 
-def validate_event(event: Any) -> None:
-    """Check an envelope's attributes and its data against its type."""
+# One decoder for every record: json.loads with an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def validate_event(event: Any) -> tuple[uuid.UUID, datetime]:
+    """Check an envelope's attributes and its data against its type; return its
+    id and time (in UTC), parsed."""
     if not isinstance(event, dict):
         raise InvalidEvent("envelope is not a JSON object")
     for name in REQUIRED_STRINGS:
@@ -149,10 +169,10 @@ def validate_event(event: Any) -> None:
     if version != SCHEMA_VERSION:
         raise InvalidEvent(f"unsupported schemaversion {version}")
     try:
-        uuid.UUID(event["id"])
+        event_id = uuid.UUID(event["id"])
     except ValueError:
         raise InvalidEvent(f"id is not a UUID: {event['id'][:64]!r}") from None
-    parse_time(event["time"])
+    moment = parse_time(event["time"])
     if event.get("datacontenttype", CONTENT_TYPE) != CONTENT_TYPE:
         raise InvalidEvent(f"unsupported datacontenttype {event['datacontenttype']!r}")
     fields = DATA_FIELDS.get(event["type"])
@@ -166,3 +186,4 @@ def validate_event(event: Any) -> None:
         # bool is an int in Python but not in the schema.
         if not isinstance(value, kind) or isinstance(value, bool):
             raise InvalidEvent(f"data.{name} is missing or not of type {kind.__name__}")
+    return event_id, moment

@@ -9,20 +9,30 @@ steps a test can call one by one:
 3. :meth:`BatchWorker.make_durable` runs the worker's ``consume_batch`` and
    records the dead letters, in one database transaction, retrying with
    backoff while the database fails;
-4. only then are the batch's offsets committed.
+4. only then, and only once the broker is known to be the cluster the
+   batch was read from (:meth:`BatchWorker.check_same_cluster`), are the
+   batch's offsets committed.
+
+Steps 2 to 4 of one batch (:meth:`BatchWorker.finish`) run while the next
+batch is polled and validated; batches are still made durable and committed
+one at a time, in the order they were polled, and no batch is committed
+after one that could not be made durable.
 
 A crash anywhere before the commit means the batch is read again, which the
 idempotent ``consume_batch`` absorbs. A rebalance waits for the batch in hand
 (see :class:`FinishBatchOnRevoke`). A stop request only sets a flag: the
-current batch finishes and is committed first.
+batches already polled are finished and committed first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -34,12 +44,12 @@ from aiokafka import (
 from aiokafka.errors import CommitFailedError, KafkaError
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
 from . import kafka
 from .analytics import RecordedFrom, record_batch
 from .deadletters import DeadRecord, record_dead_letters
-from .events import InvalidEvent, parse_event
+from .events import InvalidEvent, parse_record
 from .outbox import relay_outbox
 
 logger = logging.getLogger(__name__)
@@ -57,6 +67,7 @@ class FinishBatchOnRevoke(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.worker.settle()
         async with self.worker.batch_lock:
             logger.info("%s: partitions revoked %s", self.worker.group_id, sorted(revoked))
 
@@ -75,6 +86,11 @@ class BatchWorker:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.cluster_id: str | None = None
+        # The batch being finished while the next one is polled, if any.
+        self.in_hand: asyncio.Task[bool] | None = None
+        # Database work runs on one thread that keeps its connection between
+        # batches (opening one per batch cost as much as writing the batch).
+        self._database_thread: ThreadPoolExecutor | None = None
 
     def request_stop(self) -> None:
         self.stopping = True
@@ -89,13 +105,7 @@ class BatchWorker:
         """Poll and handle batches until stopped; reconnect after broker failures."""
         while await self.start():
             try:
-                assert self.consumer is not None
-                while not self.stopping:
-                    batch = await self.consumer.getmany(
-                        timeout_ms=self.poll_timeout_ms, max_records=settings.ANALYTICS_BATCH_SIZE
-                    )
-                    if batch:
-                        await self.handle(batch)
+                await self.consume()
                 return
             except kafka.BrokerReplaced as exc:
                 # Positions from the old cluster mean nothing on the new one: a
@@ -141,16 +151,70 @@ class BatchWorker:
             if client is not None:
                 await _stop_client(client)
         self.consumer = self.producer = None
+        await self._close_database()
 
-    async def handle(self, batch: Batch) -> None:
+    async def consume(self) -> None:
+        """Poll and finish batches until stopped.
+
+        Each batch is validated while the one before it is being finished
+        (written and committed). A batch is handed on only once the one before
+        it is committed, so writes and commits keep the polling order; if a
+        batch could not be made durable (a stop while the database is down),
+        the batch polled after it is dropped, uncommitted.
+        """
+        assert self.consumer is not None
+        try:
+            while not self.stopping:
+                batch = await self.consumer.getmany(
+                    timeout_ms=self.poll_timeout_ms, max_records=settings.ANALYTICS_BATCH_SIZE
+                )
+                if not batch:
+                    continue
+                valid, dead = self.split(batch)
+                if self.in_hand is not None and not await self.in_hand:
+                    break
+                self.in_hand = asyncio.create_task(self.finish(batch, valid, dead))
+        finally:
+            # Whatever ended the loop, the batch in hand is finished first.
+            last = self.in_hand
+            if last is not None:
+                await asyncio.wait([last])
+                self.in_hand = None
+        if last is not None:
+            await last  # its failure, if any, is this loop's failure
+
+    async def settle(self) -> None:
+        """Wait until the batch in hand is committed, or has failed. Never raises."""
+        if self.in_hand is not None:
+            await asyncio.wait([self.in_hand])
+
+    async def handle(self, batch: Batch) -> bool:
+        """Validate, make durable and commit one batch; True once committed."""
+        return await self.finish(batch, *self.split(batch))
+
+    async def finish(self, batch: Batch, valid: list[RecordedFrom], dead: list[DeadRecord]) -> bool:
+        """Make a split batch durable, then commit it; True once committed.
+
+        The broker is asked for its cluster id while the batch is written; the
+        commit waits for the answer. Dead letters wait for it before they are
+        sent, so that records read from a replaced cluster are not listed.
+        """
         async with self.batch_lock:
-            await self.check_same_cluster()
-            valid, dead = self.split(batch)
-            if dead:
-                await self.dead_letter(dead)
-            if not await self.make_durable(valid, dead):
-                return  # stopping while the database is down: commit nothing
+            same_cluster = asyncio.create_task(self.check_same_cluster())
+            try:
+                if dead:
+                    await same_cluster
+                    await self.dead_letter(dead)
+                if not await self.make_durable(valid, dead):
+                    return False  # stopping while the database is down: commit nothing
+                await same_cluster
+            finally:
+                if not same_cluster.done():
+                    same_cluster.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await same_cluster
             await self.commit(batch)
+            return True
 
     async def check_same_cluster(self) -> None:
         """Raise BrokerReplaced if the broker is no longer the cluster we joined.
@@ -158,18 +222,22 @@ class BatchWorker:
         The metadata is fetched afresh: a broker that restarted on the same
         address does not make the client refresh it by itself, and a batch
         read from the new cluster at the old positions must not be committed.
+        It is asked over the producer's connection: on the consumer's, the
+        request would queue behind a fetch that waits up to
+        ``fetch_max_wait_ms`` for new records.
         """
-        current = await kafka.fetch_cluster_id(self.consumer)
+        current = await kafka.fetch_cluster_id(self.producer or self.consumer)
         if current is not None and self.cluster_id is not None and current != self.cluster_id:
             raise kafka.BrokerReplaced(f"cluster {self.cluster_id} was replaced by {current}")
 
     def split(self, batch: Batch) -> tuple[list[RecordedFrom], list[DeadRecord]]:
         valid: list[RecordedFrom] = []
         dead: list[DeadRecord] = []
+        max_bytes = settings.MAX_EVENT_BYTES
         for records in batch.values():
             for record in records:
                 try:
-                    event = parse_event(record.value, max_bytes=settings.MAX_EVENT_BYTES)
+                    event, event_id, time = parse_record(record.value, max_bytes=max_bytes)
                 except InvalidEvent as exc:
                     dead.append(DeadRecord.of(record, exc.reason))
                     continue
@@ -181,6 +249,8 @@ class BatchWorker:
                         record.offset,
                         record.key,
                         record.value,
+                        event_id,
+                        time,
                     )
                 )
         return valid, dead
@@ -219,7 +289,7 @@ class BatchWorker:
         while True:
             attempt += 1
             try:
-                await sync_to_async(self._write, thread_sensitive=False)(valid, dead)
+                await self._in_database_thread(self._write, valid, dead)
                 if attempt > 1:
                     logger.info("%s: database back after %d attempts", self.group_id, attempt)
                 return True
@@ -255,7 +325,7 @@ class BatchWorker:
         refused: list[DeadRecord] = []
         for record in valid:
             try:
-                await sync_to_async(self._write, thread_sensitive=False)([record], [])
+                await self._in_database_thread(self._write, [record], [])
                 accepted.append(record)
             except TRANSIENT_DB_ERRORS:
                 raise
@@ -267,12 +337,33 @@ class BatchWorker:
         return accepted, [*dead, *refused]
 
     def _write(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> None:
-        close_old_connections()  # drops a connection broken by an earlier failure
-        with transaction.atomic():
-            if valid:
-                self.consume_batch(valid)
-            if dead:
-                record_dead_letters(self.group_id, dead)
+        try:
+            with transaction.atomic():
+                if valid:
+                    self.consume_batch(valid)
+                if dead:
+                    record_dead_letters(self.group_id, dead)
+        except BaseException:
+            # Whatever failed, the next attempt starts on a fresh connection
+            # (a lost one would fail again).
+            with contextlib.suppress(DatabaseError):
+                connection.close()
+            raise
+
+    async def _in_database_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        if self._database_thread is None:
+            self._database_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.group_id}-db")
+        call = sync_to_async(function, thread_sensitive=False, executor=self._database_thread)
+        return await call(*args)
+
+    async def _close_database(self) -> None:
+        """Close the database thread's connection, then the thread."""
+        if self._database_thread is None:
+            return
+        with contextlib.suppress(DatabaseError):
+            await self._in_database_thread(connection.close)
+        self._database_thread.shutdown(wait=False)
+        self._database_thread = None
 
     async def commit(self, batch: Batch) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
