@@ -3,7 +3,9 @@ publishing, and the time from a post request to its frame on a dashboard.
 
 Posts are multipart ``POST /posts/new/`` requests with a small JPEG, a
 caption, a session cookie and a CSRF token, answered ``201`` with the post
-id (``Accept: application/json``). The dashboard is an ordinary
+id (``Accept: application/json``), sent over keep-alive connections by the
+minimal client in :mod:`bench.http` so that the posters take little of the
+CPU the server is measured on. The dashboard is an ordinary
 ``websockets`` client of /ws/events/, as a browser's would be; it must see
 the ``photo.posted`` event of every post made while it was connected, in
 offset order per partition.
@@ -25,8 +27,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from .clients import ClientFailure
+from .http import HttpConnection, ResponseError
 from .report import ScenarioResult
-from .stack import Server
+from .stack import HOST, Server
 from .usage import CpuMeter
 
 POSTERS = 8
@@ -41,6 +44,7 @@ OVERHEAD_BLOCKS = 4  # per server, alternating on/off so drift hits both alike
 THROUGHPUT_CONCURRENCY = 16
 THROUGHPUT_SECONDS = 10.0
 DELIVERY_SECONDS = 20.0
+REQUEST_TIMEOUT = 30.0
 # Names of the two servers in the CPU figures of the overhead step.
 SERVER_ON, SERVER_OFF = "server", "server, publishing off"
 
@@ -65,44 +69,128 @@ class PostTiming:
     seconds: float  # request time
 
 
+@dataclass(frozen=True)
+class PhotoPostRequest:
+    """The bytes of one poster's photo post, built once; only the caption varies."""
+
+    head: bytes  # request line and headers, up to the Content-Length value
+    before_caption: bytes
+    after_caption: bytes  # the rest of the caption part, the photo part and the end
+
+    @classmethod
+    def build(cls, server: Server, session_id: str, csrf_token: str) -> PhotoPostRequest:
+        boundary = uuid.uuid4().hex
+        head = (
+            "POST /posts/new/ HTTP/1.1\r\n"
+            f"Host: {HOST}:{server.port}\r\n"
+            "Accept: application/json\r\n"
+            f"Cookie: sessionid={session_id}; csrftoken={csrf_token}\r\n"
+            f"X-CSRFToken: {csrf_token}\r\n"
+            f"Referer: {server.base_url}/posts/new/\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            "Content-Length: "
+        )
+        before_caption = f'--{boundary}\r\nContent-Disposition: form-data; name="caption"\r\n\r\n'
+        photo_part = (
+            f"\r\n--{boundary}\r\n"
+            'Content-Disposition: form-data; name="photo"; filename="photo.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        )
+        return cls(
+            head.encode(),
+            before_caption.encode(),
+            photo_part.encode() + JPEG + f"\r\n--{boundary}--\r\n".encode(),
+        )
+
+    def with_caption(self, caption: str) -> bytes:
+        text = caption.encode()
+        length = len(self.before_caption) + len(text) + len(self.after_caption)
+        return b"".join(
+            (self.head, b"%d\r\n\r\n" % length, self.before_caption, text, self.after_caption)
+        )
+
+
 class Poster:
-    """One signed-in user posting photos to one server."""
+    """One signed-in user posting photos to one server.
+
+    Each post goes over a keep-alive connection no other post is using at the
+    time: an idle one if there is one, else a new one. So a closed loop holds
+    one connection per posting loop, and an open loop as many as it has posts
+    in flight at once.
+    """
 
     def __init__(self, server: Server, session_id: str) -> None:
         self.server = server
-        self.client = httpx.AsyncClient(
-            base_url=server.base_url, cookies={"sessionid": session_id}, timeout=30
-        )
+        self.session_id = session_id
         self.csrf_token = ""
         self.posted = 0
+        self._request: PhotoPostRequest | None = None
+        self._idle: list[HttpConnection] = []
+        self._connections: set[HttpConnection] = set()
 
     async def prepare(self) -> None:
         """Get the CSRF cookie the form sets, as a browser would."""
-        response = await self.client.get("/posts/new/")
+        async with httpx.AsyncClient(
+            base_url=self.server.base_url, cookies={"sessionid": self.session_id}, timeout=30
+        ) as client:
+            response = await client.get("/posts/new/")
         if response.status_code != 200:
             raise PostFailure(f"GET /posts/new/ answered {response.status_code}")
-        self.csrf_token = self.client.cookies["csrftoken"]
+        self.csrf_token = client.cookies["csrftoken"]
+        self._request = PhotoPostRequest.build(self.server, self.session_id, self.csrf_token)
 
     async def post(self, caption: str) -> PostTiming:
+        """Post one photo; raise :class:`PostFailure` unless it is answered 201 with an id."""
+        assert self._request is not None, "prepare() first"
+        request = self._request.with_caption(caption)
         started = time.perf_counter()
-        response = await self.client.post(
-            "/posts/new/",
-            data={"caption": caption},
-            files={"photo": ("photo.jpg", JPEG, "image/jpeg")},
-            headers={
-                "Accept": "application/json",
-                "X-CSRFToken": self.csrf_token,
-                "Referer": f"{self.server.base_url}/posts/new/",
-            },
-        )
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                connection = await self._connection()
+                try:
+                    response = await connection.request(request)
+                except BaseException:
+                    self._discard(connection)  # a response may still be on its way
+                    raise
+        except TimeoutError as exc:
+            raise PostFailure(
+                f"post to {self.server.name}: no answer within {REQUEST_TIMEOUT:.0f}s"
+            ) from exc
+        except (OSError, ResponseError) as exc:
+            raise PostFailure(f"post to {self.server.name} failed: {exc!r}") from exc
         seconds = time.perf_counter() - started
-        if response.status_code != 201:
-            raise PostFailure(f"post answered {response.status_code}: {response.text[:300]}")
+        if connection.reusable:
+            self._idle.append(connection)
+        else:
+            self._discard(connection)
+        if response.status != 201:
+            body = response.body[:300].decode(errors="replace")
+            raise PostFailure(f"post answered {response.status}: {body}")
+        try:
+            post_id = json.loads(response.body)["id"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PostFailure(f"post answered 201 without an id: {response.body[:300]!r}") from exc
         self.posted += 1
-        return PostTiming(response.json()["id"], started, seconds)
+        return PostTiming(post_id, started, seconds)
+
+    async def _connection(self) -> HttpConnection:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.reusable:
+                return connection
+            self._discard(connection)  # the server closed it while it was idle
+        connection = await HttpConnection.open(HOST, self.server.port)
+        self._connections.add(connection)
+        return connection
+
+    def _discard(self, connection: HttpConnection) -> None:
+        connection.close()
+        self._connections.discard(connection)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        for connection in list(self._connections):
+            self._discard(connection)
+        self._idle.clear()
 
 
 async def posters_for(server: Server, sessions: list[str]) -> list[Poster]:
