@@ -295,6 +295,11 @@ def header(stack: Stack) -> list[str]:
         " (one process, uvloop) all run on these cores at once: figures are what is left"
         " for the server, not what it would do alone",
     ]
+    processes = os.getenv("EVENTSITE_WEB_PROCESSES") or os.cpu_count()
+    lines.append(
+        f"web tier: {processes} daphne process(es) on one port (EVENTSITE_WEB_PROCESSES),"
+        " counted together as 'server'"
+    )
     if not stack.is_sqlite:
         lines.append("the database server's own processes count under 'other programs'")
     return lines

@@ -50,7 +50,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 @dataclass
 class Server:
-    """A daphne process serving one ASGI application."""
+    """A web tier serving one ASGI application: ``runweb`` and its daphne processes."""
 
     name: str
     port: int
@@ -172,10 +172,12 @@ class Stack:
         extra_env: dict[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Server:
-        """Start daphne on a free port reading ``topic``; return once /healthz answers."""
+        """Start the web tier (``manage.py runweb``: ``EVENTSITE_WEB_PROCESSES`` daphne
+        processes on one port) reading ``topic``; return once /healthz answers."""
         port = free_port()
         env = {**self.env, **topic_env(topic), **(extra_env or {})}
-        argv = ["-m", "daphne", "-b", HOST, "-p", str(port), application]
+        argv = ["manage.py", "runweb", "--host", HOST, "--port", str(port)]
+        argv += ["--application", application]
         process = self.spawn(name, argv, env)
         server = Server(name, port, process, self.workdir / f"{name}.log")
         await wait_for_http(f"{server.base_url}/healthz", process, timeout, log=server.log)

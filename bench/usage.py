@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import psutil
@@ -19,26 +20,33 @@ class CpuMeter:
     Also reports what the rest of the machine used meanwhile: other programs
     (all user and system time minus the named processes) and interrupt work
     charged to no process (much of the loopback network's softirq time).
+
+    A named process counts with its children (a web tier is one ``runweb``
+    and its daphne processes), except the benchmark's own process, whose
+    children are the programs it measures.
     """
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self._start: dict[str, float] = {}
+        self._start: dict[str, dict[int, float]] = {}
         self._wall = 0.0
         self.elapsed = 0.0
 
-    def _cpu(self) -> dict[str, float]:
+    def _cpu(self) -> dict[str, dict[int, float]]:
+        """CPU seconds so far, per name and process id."""
         times = psutil.cpu_times()
         seconds = {
-            OTHER: times.user + times.nice + times.system,  # guest is within user
-            KERNEL: getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0),
+            OTHER: {0: times.user + times.nice + times.system},  # guest is within user
+            KERNEL: {0: getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)},
         }
         for name, process in self.processes.items():
-            try:
-                times = process.cpu_times()
-                seconds[name] = times.user + times.system
-            except psutil.Error:
-                seconds[name] = float("nan")
+            seconds[name] = {}
+            for member in process_tree(process):
+                try:
+                    times = member.cpu_times()
+                    seconds[name][member.pid] = times.user + times.system
+                except psutil.Error:
+                    pass  # gone meanwhile: its last figures are lost
         return seconds
 
     def start(self) -> CpuMeter:
@@ -49,13 +57,30 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         self.elapsed = elapsed = time.monotonic() - self._wall
         end = self._cpu()
-        used = {name: (end[name] - self._start[name]) / elapsed * 100 for name in end}
+        used = {}
+        for name, members in end.items():
+            before = self._start.get(name, {})
+            if not members:
+                used[name] = float("nan")
+                continue
+            spent = sum(value - before.get(pid, 0.0) for pid, value in members.items())
+            used[name] = spent / elapsed * 100
         used[OTHER] -= sum(value for name, value in used.items() if name not in (OTHER, KERNEL))
         return {name: round(max(value, 0.0), 1) for name, value in used.items()}
 
 
+def process_tree(process: psutil.Process) -> list[psutil.Process]:
+    """The process and its descendants; only the process itself if it is this one."""
+    if process.pid == os.getpid():
+        return [process]
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return [process]
+
+
 class RssSampler:
-    """Samples one process's resident memory every ``interval`` seconds."""
+    """Samples the resident memory of a process and its children every ``interval`` seconds."""
 
     def __init__(self, pid: int, interval: float = 0.25) -> None:
         self.process = psutil.Process(pid)
@@ -64,7 +89,13 @@ class RssSampler:
         self._task: asyncio.Task[None] | None = None
 
     def rss(self) -> int:
-        return self.process.memory_info().rss
+        total = 0
+        for member in process_tree(self.process):
+            try:
+                total += member.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
 
     def start(self) -> RssSampler:
         self.samples = [(time.monotonic(), self.rss())]

@@ -147,6 +147,9 @@ MEDIA_ROOT = Path(os.getenv("DJANGO_MEDIA_ROOT", VAR_DIR / "media"))
 # The embedded default serves static and media files from the ASGI process;
 # a deployment puts a reverse proxy in front and turns this off.
 SERVE_FILES = envbool("EVENTSITE_SERVE_FILES", True)
+# Web processes on one address (manage.py runweb). With PostgreSQL, one per
+# core; SQLite takes one writer at a time whatever the number.
+WEB_PROCESSES = envint("EVENTSITE_WEB_PROCESSES", 1)
 # Threads per web process for Django's synchronous request handling.
 WEB_THREADS = envint("EVENTSITE_WEB_THREADS", 8)
 
@@ -201,6 +204,9 @@ FANOUT_CLIENT_QUEUE_FRAMES = envint("FANOUT_CLIENT_QUEUE_FRAMES", 256)
 # A client with more than this many bytes unread misses frames (and is told).
 FANOUT_CLIENT_MAX_BUFFER_BYTES = envint("FANOUT_CLIENT_MAX_BUFFER_BYTES", 1024 * 1024)
 FANOUT_IDLE_STOP_SECONDS = envint("FANOUT_IDLE_STOP_SECONDS", 30)
+# A client still behind after this long is closed with code 4008 (before
+# daphne's ping timeout would cut it off without a code).
+FANOUT_SLOW_CLOSE_SECONDS = envint("FANOUT_SLOW_CLOSE_SECONDS", 20)
 
 LOGGING = {
     "version": 1,

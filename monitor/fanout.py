@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -41,6 +42,10 @@ SendText = Callable[[str], Awaitable[None]]
 PARTITION_CHECK_SECONDS = 3
 # How often a client that fell behind is checked for having caught up.
 LAG_CHECK_SECONDS = 0.05
+# The close code for a client closed for staying behind (see DirectStream).
+CLOSE_TOO_SLOW = 4008
+# How long such a client has to read what is left before it is cut off.
+CLOSE_FLUSH_SECONDS = 30.0
 
 
 class Frame(str):
@@ -59,13 +64,23 @@ def gap_notice(missed: int) -> str:
 
 
 class DirectStream:
-    """A daphne socket written to directly; bounded by what the client has not read."""
+    """A daphne socket written to directly; bounded by what the client has not read.
 
-    def __init__(self, socket: DirectSocket, *, max_buffered_bytes: int) -> None:
+    A client that stays behind for ``slow_close_seconds`` is closed with
+    :data:`CLOSE_TOO_SLOW`: a gap notice and a close frame go after what it
+    has not read yet, and the connection ends once that is written, so a
+    client that reads again finds out exactly what happened.
+    """
+
+    def __init__(
+        self, socket: DirectSocket, *, max_buffered_bytes: int, slow_close_seconds: float
+    ) -> None:
         self.socket = socket
         self._max_buffered = max_buffered_bytes
+        self._slow_close = slow_close_seconds
         self.missed = 0
         self.delivered = 0
+        self.behind_since: float | None = None
 
     def offer(self, frame: str, events: int) -> bool:
         """Write a frame of ``events`` events, or count them missed while the client lags.
@@ -76,24 +91,42 @@ class DirectStream:
         if not socket.open:
             return False
         if socket.buffered() > self._max_buffered:
+            if self.behind_since is None:
+                self.behind_since = time.monotonic()
             self.missed += events
             return True
         if self.missed:
             socket.write(text_frame(gap_notice(self.missed).encode()))
             self.missed = 0
+            self.behind_since = None
         socket.write(frame.wire if isinstance(frame, Frame) else text_frame(frame.encode()))
         self.delivered += events
         return False
 
     def flush_gap(self) -> bool:
-        """Tell a client that has caught up what it missed; True once nothing is owed."""
+        """Tell a client that has caught up what it missed; True once nothing is owed.
+
+        A client behind for too long is closed instead (also True).
+        """
         if not self.missed or not self.socket.open:
             return True
         if self.socket.buffered() > self._max_buffered:
-            return False
+            assert self.behind_since is not None
+            if time.monotonic() - self.behind_since < self._slow_close:
+                return False
+            self.close_too_slow()
+            return True
         self.socket.write(text_frame(gap_notice(self.missed).encode()))
         self.missed = 0
+        self.behind_since = None
         return True
+
+    def close_too_slow(self) -> None:
+        missed, self.missed = self.missed, 0
+        self.socket.write(text_frame(gap_notice(missed).encode()))
+        self.socket.close_after_writes(
+            CLOSE_TOO_SLOW, f"too slow: {missed} events missed", give_up_after=CLOSE_FLUSH_SECONDS
+        )
 
     def close(self) -> None:
         pass

@@ -27,13 +27,14 @@ def user_signup(*, username: str, password: str) -> User:
 def post_create(*, author: User, photo: UploadedFile, caption: str) -> Post:
     """Store a photo post and emit ``photo.posted``.
 
-    The image file is written before the row; if the transaction fails, the
-    file is removed again so nothing is left behind.
+    The image file is written first, outside the transaction (which holds
+    the database's write lock, so it stays short); if the transaction
+    fails, the file is removed again so nothing is left behind.
     """
     post = Post(author=author, caption=caption)
     try:
+        post.photo.save(photo.name or "photo", photo, save=False)
         with transaction.atomic():
-            post.photo.save(photo.name or "photo", photo, save=False)
             post.save()
             emit_event(
                 type="photo.posted",

@@ -5,6 +5,8 @@ Server to client, JSON text frames:
 - ``{"type": "welcome", "protocol": 1, "user": "..."}`` once the stream is live;
 - ``{"type": "events", "events": [{"topic", "partition", "offset", "event"}]}``;
 - ``{"type": "gap", "missed": N}`` when N events were dropped for this client;
+  a client still behind after ``FANOUT_SLOW_CLOSE_SECONDS`` gets its gap notice
+  and then a close with code 4008 (too slow);
 - ``{"type": "pong"}`` and ``{"type": "error", "code": "...", "message": "..."}``.
 
 Client to server: ``{"type": "ping"}``. Anything else gets an error frame
@@ -58,7 +60,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         socket = self.scope.get("extensions", {}).get(DIRECT_SOCKET_EXTENSION)
         if socket is not None:
             self.stream = DirectStream(
-                socket, max_buffered_bytes=settings.FANOUT_CLIENT_MAX_BUFFER_BYTES
+                socket,
+                max_buffered_bytes=settings.FANOUT_CLIENT_MAX_BUFFER_BYTES,
+                slow_close_seconds=settings.FANOUT_SLOW_CLOSE_SECONDS,
             )
         else:
             self.stream = ClientStream(

@@ -25,6 +25,7 @@ Twisted writes the rest, in order, as usual.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import logging
@@ -34,19 +35,26 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 OPCODE_TEXT = 0x1
+OPCODE_CLOSE = 0x8
 FIN = 0x80
 
 
-def text_frame(payload: bytes) -> bytes:
+def text_frame(payload: bytes, opcode: int = OPCODE_TEXT) -> bytes:
     """A complete, unfragmented, unmasked text frame carrying ``payload``."""
     length = len(payload)
     if length < 126:
-        header = struct.pack("!BB", FIN | OPCODE_TEXT, length)
+        header = struct.pack("!BB", FIN | opcode, length)
     elif length < 1 << 16:
-        header = struct.pack("!BBH", FIN | OPCODE_TEXT, 126, length)
+        header = struct.pack("!BBH", FIN | opcode, 126, length)
     else:
-        header = struct.pack("!BBQ", FIN | OPCODE_TEXT, 127, length)
+        header = struct.pack("!BBQ", FIN | opcode, 127, length)
     return header + payload
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """A close frame with ``code`` and ``reason`` (cut to fit the 125-byte limit)."""
+    encoded = reason.encode()[:123].decode(errors="ignore").encode()
+    return text_frame(struct.pack("!H", code) + encoded, OPCODE_CLOSE)
 
 
 class DirectSocket:
@@ -88,6 +96,28 @@ class DirectSocket:
                 return
             frame = frame[sent:]
         transport.write(frame)
+
+    def close_after_writes(self, code: int, reason: str, *, give_up_after: float) -> None:
+        """Write a close frame after everything written so far, then end the connection
+        once all of it has reached the kernel: no reset, so a client that reads again
+        gets it all, the close frame last. A client that does not read within
+        ``give_up_after`` seconds is cut off."""
+        protocol, transport = self.protocol, self.transport
+        self.write(close_frame(code, reason))
+        # autobahn sends nothing more, and its ping timeout no longer cuts the
+        # connection (which would reset it and lose what is still unread).
+        protocol.state = protocol.STATE_CLOSING
+        for name in ("autoPingPendingCall", "autoPingTimeoutCall"):
+            call = getattr(protocol, name, None)
+            if call is not None:
+                call.cancel()
+                setattr(protocol, name, None)
+        transport.loseConnection()
+        asyncio.get_running_loop().call_later(give_up_after, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport.connected:
+            self.transport.abortConnection()
 
 
 def direct_socket(send: Any) -> DirectSocket | None:

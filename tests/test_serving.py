@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -117,6 +119,30 @@ def test_the_turn_is_given_back_however_a_transaction_ends(user, ending: str) ->
             # the connection closes mid-transaction (in_thread closes it)
 
     in_thread(write_and_fail).join(10)
-    assert sqlite_backend._writer.acquire(blocking=False), "the writer's turn was never released"
-    sqlite_backend._writer.release()
+    turn = sqlite_backend.turn_for(str(connection.settings_dict["NAME"]))
+    assert turn.acquire(timeout=0), "the writer's turn was never given back"
+    turn.release()
     assert not Post.objects.exists()
+
+
+def test_writers_in_other_processes_wait_for_the_turn(tmp_path) -> None:
+    database = str(tmp_path / "db.sqlite3")
+    here = sqlite_backend.turn_for(database)
+    script = (
+        "import sys, time; from eventsite.sqlite3.base import turn_for;"
+        f" turn = turn_for({database!r}); started = time.monotonic();"
+        " got = turn.acquire(timeout=float(sys.argv[1]));"
+        " print(got, round(time.monotonic() - started, 2))"
+    )
+    assert here.acquire(timeout=1)
+    try:
+        waited = subprocess.run(
+            [sys.executable, "-c", script, "0.3"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert waited[0] == "False" and float(waited[1]) >= 0.3  # the turn is taken here
+        other = subprocess.Popen([sys.executable, "-c", script, "10"], stdout=subprocess.PIPE)
+        time.sleep(0.5)
+    finally:
+        here.release()
+    got, after = other.communicate(timeout=20)[0].decode().split()
+    assert got == "True" and 0.3 <= float(after) < 5  # it went as soon as it was given back

@@ -9,6 +9,7 @@ import socket
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from monitor import kafka
 from monitor.events import encode_event
@@ -150,3 +151,70 @@ def settings_topic() -> str:
     from django.conf import settings
 
     return settings.KAFKA_EVENTS_TOPIC
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_client_behind_for_too_long_is_told_what_it_missed_then_closed_with_4008(
+    own_broker, processes: Processes
+) -> None:
+    processes.env["FANOUT_CLIENT_MAX_BUFFER_BYTES"] = "65536"
+    processes.env["FANOUT_SLOW_CLOSE_SECONDS"] = "1"
+    processes.start("web")
+    poster = Poster(processes.base_url, "tortoise")
+    cookie = {"Cookie": f"sessionid={poster.client.cookies['sessionid']}"}
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", processes.port))
+
+    async def scenario() -> tuple[list[int], list[int], int | None, str]:
+        async with connect(
+            processes.base_url.replace("http", "ws") + "/ws/events/",
+            sock=sock,
+            origin=processes.base_url,
+            additional_headers=cookie,
+            max_queue=1,
+            max_size=None,
+        ) as slow:
+            assert json.loads(await slow.recv())["type"] == "welcome"
+            producer = kafka.make_producer(max_request_size=2**20)
+            await producer.start()
+            try:
+                # Enough to fill the buffers, then a steady stream for three
+                # seconds while the client reads nothing.
+                for n in range(1500):
+                    await producer.send(settings_topic(), big_event(n), key=b"1")
+                for n in range(1500, 1530):
+                    await producer.send(settings_topic(), big_event(n), key=b"1")
+                    await asyncio.sleep(0.1)
+                await producer.flush()
+            finally:
+                await producer.stop()
+            offsets: list[int] = []
+            gaps: list[int] = []
+            async with asyncio.timeout(60):
+                try:
+                    while True:
+                        frame = json.loads(await slow.recv())
+                        if frame["type"] == "events":
+                            offsets += [item["offset"] for item in frame["events"]]
+                        elif frame["type"] == "gap":
+                            gaps.append(frame["missed"])
+                except ConnectionClosed:
+                    pass
+            assert slow.close_code is not None
+            return offsets, gaps, slow.close_code, slow.close_reason or ""
+
+    offsets, gaps, code, reason = asyncio.run(scenario())
+    assert code == 4008, f"closed with {code} {reason!r}"
+    assert gaps and reason == f"too slow: {gaps[-1]} events missed"
+    assert offsets == sorted(set(offsets))  # in order, none twice
+    first = offsets[0]  # after the sign-up's event, on the same partition
+    assert first <= 1
+    # Everything up to the close was delivered or announced: the events the
+    # gap notices counted are those between the delivered ones, and after the
+    # last delivered one, the last notice's count.
+    assert len(offsets) + sum(gaps) == offsets[-1] - first + 1 + gaps[-1]
+    assert offsets[-1] - first + 1 + gaps[-1] <= 1530
+    health = httpx.get(processes.base_url + "/healthz", timeout=10)
+    assert health.status_code == 200

@@ -1,8 +1,9 @@
 """Run the whole product on one machine: broker, web server and workers.
 
 Applies migrations, starts the embedded broker unless
-``KAFKA_BOOTSTRAP_SERVERS`` is set, creates the topics, then starts daphne
-and the background workers as child processes and watches them. A worker
+``KAFKA_BOOTSTRAP_SERVERS`` is set, creates the topics, then starts the web
+tier (``runweb``: ``EVENTSITE_WEB_PROCESSES`` daphne processes on one
+address) and the background workers as child processes and watches them. A worker
 that dies is restarted; SIGINT or SIGTERM stops every child by its PID
 (web and workers first, the broker last).
 """
@@ -94,10 +95,7 @@ class Command(BaseCommand):
         python = sys.executable
         manage = [python, str(settings.BASE_DIR / "manage.py")]
         return [
-            Child(
-                "web",
-                [python, "-m", "daphne", "-b", host, "-p", str(port), "eventsite.asgi:application"],
-            ),
+            Child("web", [*manage, "runweb", "--host", host, "--port", str(port)]),
             Child("analytics", [*manage, "run_analytics"]),
             Child("relay", [*manage, "relay_outbox"]),
         ]
