@@ -136,7 +136,9 @@ async def measure_ours(result: ScenarioResult, stack: Stack, topic: str) -> floa
 
 
 def _batch_size(stack: Stack) -> str:
-    return stack.env.get("ANALYTICS_BATCH_SIZE") or "500"
+    from django.conf import settings
+
+    return stack.env.get("ANALYTICS_BATCH_SIZE") or str(settings.ANALYTICS_BATCH_SIZE)
 
 
 async def measure_naive(result: ScenarioResult, stack: Stack, topic: str) -> float:

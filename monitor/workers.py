@@ -44,7 +44,14 @@ from aiokafka import (
 from aiokafka.errors import CommitFailedError, KafkaError
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 
 from . import kafka
 from .analytics import RecordedFrom, record_batch
@@ -88,8 +95,9 @@ class BatchWorker:
         self.cluster_id: str | None = None
         # The batch being finished while the next one is polled, if any.
         self.in_hand: asyncio.Task[bool] | None = None
-        # Database work runs on one thread that keeps its connection between
-        # batches (opening one per batch cost as much as writing the batch).
+        # Database work runs on one thread, so that its connection is kept
+        # between batches (DATABASE_CONN_MAX_AGE): opening one per batch cost
+        # as much as writing the batch.
         self._database_thread: ThreadPoolExecutor | None = None
 
     def request_stop(self) -> None:
@@ -337,6 +345,7 @@ class BatchWorker:
         return accepted, [*dead, *refused]
 
     def _write(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> None:
+        close_old_connections()  # one past DATABASE_CONN_MAX_AGE or found unusable
         try:
             with transaction.atomic():
                 if valid:

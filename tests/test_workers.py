@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 
 import pytest
@@ -14,7 +15,7 @@ from django.db import OperationalError
 from monitor import kafka
 from monitor.events import encode_event
 from monitor.models import AnalyticsEvent, DeadLetter, EventMinuteCount
-from monitor.workers import AnalyticsWorker
+from monitor.workers import AnalyticsWorker, FinishBatchOnRevoke
 
 from .conftest import signup_event
 
@@ -159,3 +160,158 @@ def test_a_stop_while_the_database_is_down_commits_nothing(topics) -> None:
     # A healthy worker in the same group then records all five, once.
     asyncio.run(run_until_consumed(IsolatedWorker(), topic, 5))
     assert AnalyticsEvent.objects.count() == 5
+
+
+async def first_batch(worker: AnalyticsWorker) -> dict:
+    async with asyncio.timeout(20):
+        batch: dict = {}
+        while not batch:
+            batch = await worker.consumer.getmany(timeout_ms=200)
+        return batch
+
+
+def test_a_cluster_replaced_while_the_batch_is_written_is_not_committed_to(
+    topics, monkeypatch
+) -> None:
+    topic, _ = topics
+    asyncio.run(produce(topic, [encode_event(signup_event(n)) for n in range(5)]))
+    written = threading.Event()
+
+    class SlowCheck(IsolatedWorker):
+        def consume_batch(self, records):
+            super().consume_batch(records)
+            written.set()
+
+    async def replaced_once_the_batch_is_written(client) -> str:
+        # The cluster id asked for alongside the write answers only after it.
+        assert await asyncio.to_thread(written.wait, 10)
+        return "a-new-empty-cluster"
+
+    worker = SlowCheck()
+
+    async def run() -> None:
+        assert await worker.start()
+        monkeypatch.setattr(kafka, "fetch_cluster_id", replaced_once_the_batch_is_written)
+        try:
+            batch = await first_batch(worker)
+            with pytest.raises(kafka.BrokerReplaced):
+                await worker.handle(batch)
+        finally:
+            await worker.close()
+
+    asyncio.run(run())
+    assert written.is_set()
+    assert all(offset in (None, 0) for offset in committed_offsets(topic, worker.group_id).values())
+
+
+def test_no_batch_read_after_a_cluster_change_is_committed(topics, settings, monkeypatch) -> None:
+    topic, _ = topics
+    settings.ANALYTICS_BATCH_SIZE = 2
+    asyncio.run(produce(topic, [encode_event(signup_event(n)) for n in range(12)]))
+    committed: list[int] = []
+
+    class Counting(IsolatedWorker):
+        async def commit(self, batch):
+            await super().commit(batch)
+            committed.append(sum(len(records) for records in batch.values()))
+
+    worker = Counting()
+    real_fetch = kafka.fetch_cluster_id
+    checks = 0
+
+    async def replaced_from_the_third_check(client) -> str | None:
+        nonlocal checks
+        checks += 1
+        return await real_fetch(client) if checks <= 2 else "a-new-empty-cluster"
+
+    async def run() -> None:
+        assert await worker.start()
+        monkeypatch.setattr(kafka, "fetch_cluster_id", replaced_from_the_third_check)
+        try:
+            async with asyncio.timeout(30):
+                with pytest.raises(kafka.BrokerReplaced):
+                    await worker.consume()
+        finally:
+            await worker.close()
+
+    asyncio.run(run())
+    assert len(committed) == 2
+    offsets = committed_offsets(topic, worker.group_id)
+    assert sum(offset or 0 for offset in offsets.values()) == sum(committed)
+
+
+def test_no_batch_is_committed_after_one_that_could_not_be_made_durable(topics, settings) -> None:
+    topic, _ = topics
+    settings.ANALYTICS_BATCH_SIZE = 2
+    asyncio.run(produce(topic, [encode_event(signup_event(n)) for n in range(12)]))
+    next_batch_split = threading.Event()
+
+    class DownOnce(IsolatedWorker):
+        loop: asyncio.AbstractEventLoop
+        splits = 0
+        writes = 0
+
+        def split(self, batch):
+            self.splits += 1
+            if self.splits == 2:
+                next_batch_split.set()
+            return super().split(batch)
+
+        def consume_batch(self, records):
+            self.writes += 1
+            if self.writes == 1:
+                # The next batch is validated, and waits for this one, when a
+                # SIGTERM arrives while the database is down.
+                assert next_batch_split.wait(10)
+                stopped = threading.Event()
+
+                def sigterm() -> None:
+                    self.request_stop()
+                    stopped.set()
+
+                self.loop.call_soon_threadsafe(sigterm)
+                assert stopped.wait(10)
+                raise OperationalError("database is down")
+            super().consume_batch(records)
+
+    worker = DownOnce()
+
+    async def run() -> None:
+        worker.loop = asyncio.get_running_loop()
+        assert await worker.start()
+        try:
+            async with asyncio.timeout(30):
+                await worker.consume()
+        finally:
+            await worker.close()
+
+    asyncio.run(run())
+    assert worker.splits == 2
+    assert worker.writes == 1  # the batch after the one not made durable is dropped
+    assert all(offset in (None, 0) for offset in committed_offsets(topic, worker.group_id).values())
+    assert not AnalyticsEvent.objects.exists()
+
+
+def test_a_rebalance_waits_for_the_batch_in_hand() -> None:
+    worker = IsolatedWorker()
+    listener = FinishBatchOnRevoke(worker)
+    events: list[str] = []
+
+    async def run() -> None:
+        release = asyncio.Event()
+
+        async def batch_in_hand() -> bool:
+            await release.wait()
+            events.append("batch committed")
+            return True
+
+        worker.in_hand = asyncio.create_task(batch_in_hand())
+        revoked = asyncio.create_task(listener.on_partitions_revoked(set()))
+        await asyncio.sleep(0.1)
+        assert not revoked.done()
+        release.set()
+        await revoked
+        events.append("partitions revoked")
+
+    asyncio.run(run())
+    assert events == ["batch committed", "partitions revoked"]
