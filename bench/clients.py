@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
+import psutil
+
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 CLOSE_NO_STATUS = 1005
@@ -90,8 +92,10 @@ class DigestCache:
 
     A frame is known by its length, its first 256 bytes and its last 64: the
     head holds the first event's partition and offset, which no other frame
-    of the topic has. So a 100 KB frame costs each client a few small
-    slices, not a hash and a comparison of the whole frame.
+    of the same web process has. So a 100 KB frame costs each client a few
+    small slices, not a hash and a comparison of the whole frame. Each web
+    process batches events its own way, so its clients get a cache of their
+    own (see :meth:`ClientPool.connect`).
     """
 
     def __init__(self, size: int = 4096) -> None:
@@ -183,6 +187,7 @@ class StreamClient(asyncio.Protocol):
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
+        self.cache = pool.cache
         self._buffer = bytearray()
         self._fragments: list[bytes] = []
         self._fragment_opcode = OP_TEXT
@@ -310,7 +315,7 @@ class StreamClient(asyncio.Protocol):
         return True
 
     def _on_message(self, data: bytes | bytearray, start: int, end: int, now: float) -> None:
-        digest = self.pool.cache.get(data, start, end, now)
+        digest = self.cache.get(data, start, end, now)
         self.frames += 1
         if digest.kind == "events":
             last_offsets = self.last_offsets
@@ -394,6 +399,7 @@ class ClientPool:
         self.session_id = session_id
         self.origin = origin
         self.cache = DigestCache()
+        self.caches = [self.cache]
         self.histogram: LatencyHistogram | None = None
         self.clients: list[StreamClient] = []
 
@@ -413,17 +419,42 @@ class ClientPool:
         start = len(self.clients)
         async with asyncio.timeout(timeout):
             await asyncio.gather(*(one(start + i) for i in range(count)))
+        self._cache_per_server_process()
+
+    def _cache_per_server_process(self) -> None:
+        """Give the clients of each web process their own DigestCache.
+
+        Two web processes batch the same events differently, and two of their
+        frames can agree in length, head and tail while differing inside.
+        The kernel's table of connections says which process holds the
+        server end of each client's connection.
+        """
+        owners = {
+            conn.raddr.port: conn.pid
+            for conn in psutil.net_connections(kind="tcp")
+            if conn.laddr and conn.laddr.port == self.port and conn.raddr
+        }
+        caches: dict[int | None, DigestCache] = {}
+        for client in self.clients:
+            assert client.transport is not None
+            owner = owners.get(client.transport.get_extra_info("sockname")[1])
+            client.cache = caches.setdefault(owner, DigestCache())
+        self.caches = list(caches.values())
 
     def start_latency(self) -> LatencyHistogram:
         """Record each event's latency at each client (those with ``record_latency``)."""
         self.histogram = LatencyHistogram()
-        self.cache.traced = []
+        for cache in self.caches:
+            cache.traced = []
         return self.histogram
 
     def stop_latency(self) -> Breakdown:
         """Stop recording; what the frames recorded say about where the time went."""
         self.histogram = None
-        frames, self.cache.traced = self.cache.traced or [], None
+        frames: list[FrameDigest] = []
+        for cache in self.caches:
+            frames += cache.traced or []
+            cache.traced = None
         return Breakdown.of(frames)
 
     def total_received(self) -> int:

@@ -129,5 +129,6 @@ async def measure_latency(
         f"{rate:.0f} events/s for {seconds:.0f} s to {len(pool.clients)} clients,"
         f" {histogram.count:,} (event, client) samples; 'to the first client' is Kafka, the"
         " live reader, the hub's tick and the first write; 'first to last' is writing the"
-        " frame to every socket and every client reading it"
+        " frame to every socket and every client reading it (with several web processes,"
+        " each process's own frames and clients)"
     )

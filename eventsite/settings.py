@@ -147,9 +147,10 @@ MEDIA_ROOT = Path(os.getenv("DJANGO_MEDIA_ROOT", VAR_DIR / "media"))
 # The embedded default serves static and media files from the ASGI process;
 # a deployment puts a reverse proxy in front and turns this off.
 SERVE_FILES = envbool("EVENTSITE_SERVE_FILES", True)
-# Web processes on one address (manage.py runweb). With PostgreSQL, one per
-# core; SQLite takes one writer at a time whatever the number.
-WEB_PROCESSES = envint("EVENTSITE_WEB_PROCESSES", 1)
+# Web processes on one address (manage.py runweb): Python runs one thread
+# at a time per process, so one per core (up to 4 by default). Writes to
+# SQLite still take turns, but most of a request's work is not the write.
+WEB_PROCESSES = envint("EVENTSITE_WEB_PROCESSES", min(os.cpu_count() or 1, 4))
 # Threads per web process for Django's synchronous request handling.
 WEB_THREADS = envint("EVENTSITE_WEB_THREADS", 8)
 
