@@ -23,6 +23,8 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
+from eventsite.serving import call_after_response
+
 from . import kafka
 from .events import Event, build_event, encode_event
 from .models import OutboxEvent
@@ -52,7 +54,9 @@ def emit_event(*, type: str, subject: str, actor: str, data: dict[str, Any]) -> 
     if settings.EVENTS_PUBLISH_EAGERLY:
         from .publisher import publisher
 
-        transaction.on_commit(lambda: publisher.submit(row))
+        # In a web request, the publisher starts once the response is sent,
+        # so that its work does not slow the request down.
+        transaction.on_commit(lambda: call_after_response(lambda: publisher.submit(row)))
     return event
 
 

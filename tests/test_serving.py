@@ -13,9 +13,11 @@ import pytest
 from channels.testing import HttpCommunicator
 from django.core.signals import request_finished
 from django.db import connection, transaction
+from django.http import HttpRequest, HttpResponse
 from django.test import Client
+from django.urls import path
 
-from eventsite.serving import PooledThreadsHandler, skip_twisted_form_parsing
+from eventsite.serving import PooledThreadsHandler, call_after_response, skip_twisted_form_parsing
 from eventsite.sqlite3 import base as sqlite_backend
 from monitor.models import Post
 
@@ -59,6 +61,49 @@ def test_requests_run_on_the_pool_and_keep_its_database_connection(user, setting
     connections = {connection_id for _, connection_id in seen}
     assert len(seen) == 3 and len(threads) == 1 and threads.pop().startswith("http")
     assert len(connections) == 1  # the same connection served every request
+
+
+journal: list[tuple[str, list[str]]] = []
+sent: list[str] = []
+
+
+def view_with_a_hand_over(request: HttpRequest) -> HttpResponse:
+    call_after_response(lambda: journal.append(("hand-over", list(sent))))
+    journal.append(("view", list(sent)))
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("hand-over/", view_with_a_hand_over)]
+
+
+@pytest.mark.urls(__name__)
+def test_work_handed_over_runs_once_the_response_is_sent(settings) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    handler = PooledThreadsHandler(threads=1)
+    journal.clear()
+    sent.clear()
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/hand-over/",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+    }
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message["type"])
+
+    asyncio.run(handler(scope, receive, send))
+    assert journal == [
+        ("view", []),
+        ("hand-over", ["http.response.start", "http.response.body"]),
+    ]
+    journal.clear()
+    call_after_response(lambda: journal.append(("outside a request", [])))
+    assert journal == [("outside a request", [])]
 
 
 def test_it_turns_off_twisteds_second_parse_of_form_bodies() -> None:
