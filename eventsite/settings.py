@@ -204,7 +204,7 @@ ANALYTICS_BATCH_SIZE = envint("ANALYTICS_BATCH_SIZE", 2000)
 WORKER_DB_RETRY_MAX_SECONDS = envint("WORKER_DB_RETRY_MAX_SECONDS", 10)
 
 # One frame per tick at most: each frame costs a system call per client.
-FANOUT_TICK_MS = envint("FANOUT_TICK_MS", 15)
+FANOUT_TICK_MS = envint("FANOUT_TICK_MS", 10)
 FANOUT_CLIENT_QUEUE_FRAMES = envint("FANOUT_CLIENT_QUEUE_FRAMES", 256)
 # A client with more than this many bytes unread misses frames (and is told).
 FANOUT_CLIENT_MAX_BUFFER_BYTES = envint("FANOUT_CLIENT_MAX_BUFFER_BYTES", 1024 * 1024)
