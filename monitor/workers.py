@@ -168,7 +168,8 @@ class BatchWorker:
         (written and committed). A batch is handed on only once the one before
         it is committed, so writes and commits keep the polling order; if a
         batch could not be made durable (a stop while the database is down),
-        the batch polled after it is dropped, uncommitted.
+        the batch polled after it is dropped, uncommitted. A batch that fails
+        (a replaced cluster, a broker error) ends the loop with its error.
         """
         assert self.consumer is not None
         try:
@@ -176,12 +177,16 @@ class BatchWorker:
                 batch = await self.consumer.getmany(
                     timeout_ms=self.poll_timeout_ms, max_records=settings.ANALYTICS_BATCH_SIZE
                 )
-                if not batch:
-                    continue
-                valid, dead = self.split(batch)
-                if self.in_hand is not None and not await self.in_hand:
-                    break
-                self.in_hand = asyncio.create_task(self.finish(batch, valid, dead))
+                split = self.split(batch) if batch else None
+                # The batch in hand is waited for when the next one is ready, or
+                # as soon as it is done: its failure ends the loop within a poll
+                # even if no record follows.
+                if self.in_hand is not None and (batch or self.in_hand.done()):
+                    if not await self.in_hand:
+                        break
+                    self.in_hand = None
+                if split is not None:
+                    self.in_hand = asyncio.create_task(self.finish(batch, *split))
         finally:
             # Whatever ended the loop, the batch in hand is finished first.
             last = self.in_hand

@@ -240,6 +240,29 @@ def test_no_batch_read_after_a_cluster_change_is_committed(topics, settings, mon
     assert sum(offset or 0 for offset in offsets.values()) == sum(committed)
 
 
+def test_a_failed_batch_ends_the_loop_even_if_no_record_follows(topics, monkeypatch) -> None:
+    topic, _ = topics
+    asyncio.run(produce(topic, [encode_event(signup_event(n)) for n in range(3)]))
+
+    async def replaced(client) -> str:
+        return "a-new-empty-cluster"
+
+    worker = IsolatedWorker()
+
+    async def run() -> None:
+        assert await worker.start()
+        monkeypatch.setattr(kafka, "fetch_cluster_id", replaced)
+        try:
+            async with asyncio.timeout(15):
+                with pytest.raises(kafka.BrokerReplaced):
+                    await worker.consume()
+        finally:
+            await worker.close()
+
+    asyncio.run(run())
+    assert all(offset in (None, 0) for offset in committed_offsets(topic, worker.group_id).values())
+
+
 def test_no_batch_is_committed_after_one_that_could_not_be_made_durable(topics, settings) -> None:
     topic, _ = topics
     settings.ANALYTICS_BATCH_SIZE = 2
