@@ -103,8 +103,18 @@ async def publish_rows(producer: AIOKafkaProducer, rows: list[OutboxEvent]) -> l
     one leaves the others acknowledged.
     """
     expected_cluster = _cluster_of.get(producer)
-    if expected_cluster is None:
+    if expected_cluster is None or _topics_seen_on.get(producer) != expected_cluster:
+        # First send of this producer, or the first since the broker came back
+        # empty: make sure the topics exist there before sending. The embedded
+        # broker acknowledges records for a topic that does not exist yet, and
+        # such records can be lost when the topic is then created.
         expected_cluster = _cluster_of[producer] = await kafka.fetch_cluster_id(producer)
+        topics = {row.topic for row in rows} | {
+            settings.KAFKA_EVENTS_TOPIC,
+            settings.KAFKA_DLQ_TOPIC,
+        }
+        await kafka.ensure_topics(sorted(topics))
+        _topics_seen_on[producer] = expected_cluster
     futures = []
     for row in rows:
         futures.append(
@@ -133,8 +143,10 @@ async def publish_rows(producer: AIOKafkaProducer, rows: list[OutboxEvent]) -> l
     return acknowledged
 
 
-# The cluster each producer last confirmed it was talking to.
+# The cluster each producer last confirmed it was talking to, and the cluster
+# on which it last made sure the topics exist.
 _cluster_of: WeakKeyDictionary[AIOKafkaProducer, str | None] = WeakKeyDictionary()
+_topics_seen_on: WeakKeyDictionary[AIOKafkaProducer, str | None] = WeakKeyDictionary()
 
 
 async def _same_cluster(producer: AIOKafkaProducer, expected: str | None) -> bool:
