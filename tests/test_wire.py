@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from monitor import kafka
@@ -88,6 +90,28 @@ def test_it_sends_straight_to_the_socket_and_queues_the_rest_in_order() -> None:
         client.close()
 
 
+@asynccontextmanager
+async def slow_reader(processes: Processes, username: str) -> AsyncIterator[ClientConnection]:
+    """A signed-in stream client that reads from its socket only while the test
+    consumes, with a small receive buffer (which also turns off the kernel's
+    autotuning), so that it falls behind within a few MB; welcomed already."""
+    poster = Poster(processes.base_url, username)
+    cookie = {"Cookie": f"sessionid={poster.client.cookies['sessionid']}"}
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", processes.port))
+    async with connect(
+        processes.base_url.replace("http", "ws") + "/ws/events/",
+        sock=sock,
+        origin=processes.base_url,
+        additional_headers=cookie,
+        max_queue=1,  # stop reading from the socket while we do not consume
+        max_size=None,
+    ) as client:
+        assert json.loads(await client.recv())["type"] == "welcome"
+        yield client
+
+
 def big_event(n: int) -> bytes:
     return encode_event(photo_event(n, author_id=1, caption="c" * 8_000))
 
@@ -99,26 +123,10 @@ def test_a_client_that_stops_reading_gets_a_gap_notice_and_exact_counts(
 ) -> None:
     processes.env["FANOUT_CLIENT_MAX_BUFFER_BYTES"] = "65536"
     processes.start("web")
-    poster = Poster(processes.base_url, "slowpoke")
-    cookie = {"Cookie": f"sessionid={poster.client.cookies['sessionid']}"}
     total = 3000  # about 24 MB of frames: more than the kernel buffers hold
 
-    # A small receive buffer (which also turns off the kernel's autotuning),
-    # so that a client that does not read falls behind within a few MB.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    sock.connect(("127.0.0.1", processes.port))
-
     async def scenario() -> tuple[int, int, list[dict]]:
-        async with connect(
-            processes.base_url.replace("http", "ws") + "/ws/events/",
-            sock=sock,
-            origin=processes.base_url,
-            additional_headers=cookie,
-            max_queue=1,  # stop reading from the socket while we do not consume
-            max_size=None,
-        ) as slow:
-            assert json.loads(await slow.recv())["type"] == "welcome"
+        async with slow_reader(processes, "slowpoke") as slow:
             producer = kafka.make_producer(max_request_size=2**20)
             await producer.start()
             try:
@@ -161,22 +169,9 @@ def test_a_client_behind_for_too_long_is_told_what_it_missed_then_closed_with_40
     processes.env["FANOUT_CLIENT_MAX_BUFFER_BYTES"] = "65536"
     processes.env["FANOUT_SLOW_CLOSE_SECONDS"] = "1"
     processes.start("web")
-    poster = Poster(processes.base_url, "tortoise")
-    cookie = {"Cookie": f"sessionid={poster.client.cookies['sessionid']}"}
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    sock.connect(("127.0.0.1", processes.port))
 
     async def scenario() -> tuple[list[int], list[int], int | None, str]:
-        async with connect(
-            processes.base_url.replace("http", "ws") + "/ws/events/",
-            sock=sock,
-            origin=processes.base_url,
-            additional_headers=cookie,
-            max_queue=1,
-            max_size=None,
-        ) as slow:
-            assert json.loads(await slow.recv())["type"] == "welcome"
+        async with slow_reader(processes, "tortoise") as slow:
             producer = kafka.make_producer(max_request_size=2**20)
             await producer.start()
             try:
