@@ -42,6 +42,8 @@ SendText = Callable[[str], Awaitable[None]]
 PARTITION_CHECK_SECONDS = 3
 # How often a client that fell behind is checked for having caught up.
 LAG_CHECK_SECONDS = 0.05
+# Clients a frame is written to per turn of the event loop (see _write_slice).
+WRITE_SLICE = 128
 # The close code for a client closed for staying behind (see DirectStream).
 CLOSE_TOO_SLOW = 4008
 # How long such a client has to read what is left before it is cut off.
@@ -196,6 +198,7 @@ class FanoutHub:
         self.clients: set[ClientStream | DirectStream] = set()
         self._pending: list[str] = []
         self._flush_scheduled = False
+        self._writing = False
         self._last_flush = float("-inf")
         self._reader: LiveReader | None = None
         self._idle_stop: asyncio.TimerHandle | None = None
@@ -248,8 +251,11 @@ class FanoutHub:
         if not items:
             return
         self._pending.extend(items)
-        if self._flush_scheduled:
-            return
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_scheduled or self._writing:
+            return  # a frame being written schedules the next when it is done
         self._flush_scheduled = True
         loop = asyncio.get_running_loop()
         wait = self._last_flush + settings.FANOUT_TICK_MS / 1000 - loop.time()
@@ -263,12 +269,31 @@ class FanoutHub:
         self._last_flush = asyncio.get_running_loop().time()
         items, self._pending = self._pending, []
         frame = Frame('{"type":"events","events":[' + ",".join(items) + "]}")
-        count = len(items)
-        lagging = self._lagging
-        for client in self.clients:
-            if client.offer(frame, count):
+        self._writing = True
+        self._write_slice(frame, len(items), list(self.clients), 0)
+
+    def _write_slice(
+        self, frame: Frame, count: int, clients: list[ClientStream | DirectStream], start: int
+    ) -> None:
+        """Write ``frame`` to a slice of ``clients``; the rest on the next turn of the loop.
+
+        Between slices the loop serves everything else (the Kafka reader,
+        pings, new connections), so a frame to thousands of clients does not
+        hold up the next events. The next frame starts only once this one is
+        written to every client, so each client still gets frames in order.
+        """
+        end = start + WRITE_SLICE
+        current, lagging = self.clients, self._lagging
+        for client in clients[start:end]:
+            if client in current and client.offer(frame, count):
                 lagging.add(client)
+        if end < len(clients):
+            asyncio.get_running_loop().call_soon(self._write_slice, frame, count, clients, end)
+            return
+        self._writing = False
         self._schedule_lag_check()
+        if self._pending:
+            self._schedule_flush()
 
     def _schedule_lag_check(self) -> None:
         if self._lagging and not self._lag_check_scheduled:

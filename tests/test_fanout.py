@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from monitor import fanout
 from monitor.events import build_event, encode_event
 from monitor.fanout import ClientStream, FanoutHub, encode_item
 
@@ -174,6 +175,36 @@ def test_it_sends_at_once_after_a_quiet_tick_then_one_frame_per_tick(settings: A
         assert time.monotonic() - started >= 0.19
         assert json.loads(recorder.frames[1]) == events_frame(second + third)
         stream.close()
+
+    run(scenario)
+
+
+def test_a_frame_to_many_clients_goes_out_in_slices_and_frames_stay_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fanout, "WRITE_SLICE", 2)
+
+    async def scenario() -> None:
+        hub = FanoutHub()
+        recorders = [Recorder() for _ in range(5)]
+        streams = [ClientStream(recorder, max_frames=8) for recorder in recorders]
+        hub.clients.update(streams)
+        first, second = items(range(2)), items(range(2, 3))
+
+        hub.publish(first)
+        await asyncio.sleep(0)  # the flush starts
+        await asyncio.sleep(0)  # the first slice's clients send
+        assert sum(len(recorder.frames) for recorder in recorders) == 2  # one slice so far
+        hub.publish(second)  # arrives while the first frame is still going out
+        await until(lambda: all(len(recorder.frames) == 2 for recorder in recorders))
+
+        for recorder in recorders:
+            assert [json.loads(frame) for frame in recorder.frames] == [
+                events_frame(first),
+                events_frame(second),
+            ]
+        for stream in streams:
+            stream.close()
 
     run(scenario)
 
