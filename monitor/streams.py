@@ -22,7 +22,8 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from .fanout import ClientStream, DirectStream, hub
+from .delivery import ClientStream, DirectStream
+from .fanout import hub
 from .wire import DIRECT_SOCKET_EXTENSION
 
 logger = logging.getLogger(__name__)

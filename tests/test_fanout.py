@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from monitor import fanout
+from monitor.delivery import ClientStream
 from monitor.events import build_event, encode_event
-from monitor.fanout import ClientStream, FanoutHub, encode_item
+from monitor.fanout import FanoutHub, encode_item
 
 TOPIC = "user-events"
 
