@@ -27,7 +27,7 @@ test: $(VENV)/.dev  ## the whole test suite
 DJANGO6_VENV := .venv-django6
 DJANGO6_TESTS := tests/test_events.py tests/test_post_view.py tests/test_analytics.py \
 	tests/test_admin.py tests/test_healthz.py tests/test_streams.py tests/test_end_to_end.py \
-	tests/test_outbox.py tests/test_workers.py
+	tests/test_outbox.py tests/test_workers.py tests/test_serving.py
 test-django6:
 	@test -n "$(PYTHON312)" || { echo "set PYTHON312 to a Python 3.12+ interpreter"; exit 2; }
 	test -x $(DJANGO6_VENV)/bin/python || $(PYTHON312) -m venv $(DJANGO6_VENV)

@@ -40,7 +40,7 @@ FIN = 0x80
 
 
 def text_frame(payload: bytes, opcode: int = OPCODE_TEXT) -> bytes:
-    """A complete, unfragmented, unmasked text frame carrying ``payload``."""
+    """A complete, unfragmented, unmasked frame carrying ``payload`` (text by default)."""
     length = len(payload)
     if length < 126:
         header = struct.pack("!BB", FIN | opcode, length)
