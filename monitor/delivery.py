@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from .filters import EventFilter
 from .wire import DirectSocket, text_frame
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class DirectStream:
         self, socket: DirectSocket, *, max_buffered_bytes: int, slow_close_seconds: float
     ) -> None:
         self.socket = socket
+        # What this client subscribed to; None: every event.
+        self.filter: EventFilter | None = None
         self._max_buffered = max_buffered_bytes
         self._slow_close = slow_close_seconds
         self.missed = 0
@@ -119,6 +122,8 @@ class ClientStream:
 
     def __init__(self, send: SendText, *, max_frames: int) -> None:
         self._send = send
+        # What this client subscribed to; None: every event.
+        self.filter: EventFilter | None = None
         self._max_frames = max_frames
         self._queue: deque[str] = deque()
         self._wake = asyncio.Event()

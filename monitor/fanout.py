@@ -26,7 +26,8 @@ from django.conf import settings
 
 from . import kafka
 from .delivery import ClientStream, DirectStream, Frame
-from .events import InvalidEvent, parse_event
+from .events import Event, InvalidEvent, parse_event
+from .filters import EventFilter
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class FanoutHub:
     def __init__(self) -> None:
         self.clients: set[ClientStream | DirectStream] = set()
         self._pending: list[str] = []
+        self._pending_events: list[Event | None] = []
         self._flush_scheduled = False
         self._writing = False
         self._last_flush = float("-inf")
@@ -86,8 +88,9 @@ class FanoutHub:
             self._reader.stop()
             self._reader = None
 
-    def publish(self, items: list[str]) -> None:
-        """Queue encoded events (``{"topic":..,"partition":..,"offset":..,"event":..}``).
+    def publish(self, items: list[str], events: list[Event] | None = None) -> None:
+        """Queue encoded events (``{"topic":..,"partition":..,"offset":..,"event":..}``),
+        with their envelopes when the caller has them parsed (for filters).
 
         Frames are paced, not delayed: after a quiet tick the first events go
         out at once; while events keep coming, one frame per tick carries all
@@ -98,6 +101,7 @@ class FanoutHub:
         if not items:
             return
         self._pending.extend(items)
+        self._pending_events.extend(events if events is not None else [None] * len(items))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -114,15 +118,15 @@ class FanoutHub:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._last_flush = asyncio.get_running_loop().time()
-        items, self._pending = self._pending, []
-        frame = Frame('{"type":"events","events":[' + ",".join(items) + "]}")
+        batch = Batch(self._pending, self._pending_events)
+        self._pending, self._pending_events = [], []
         self._writing = True
-        self._write_slice(frame, len(items), list(self.clients), 0)
+        self._write_slice(batch, list(self.clients), 0)
 
     def _write_slice(
-        self, frame: Frame, count: int, clients: list[ClientStream | DirectStream], start: int
+        self, batch: Batch, clients: list[ClientStream | DirectStream], start: int
     ) -> None:
-        """Write ``frame`` to a slice of ``clients``; the rest on the next turn of the loop.
+        """Write the batch to a slice of ``clients``; the rest on the next turn of the loop.
 
         Between slices the loop serves everything else (the Kafka reader,
         pings, new connections), so a frame to thousands of clients does not
@@ -131,11 +135,16 @@ class FanoutHub:
         """
         end = start + WRITE_SLICE
         current, lagging = self.clients, self._lagging
+        everything = batch.frame_for(None)
         for client in clients[start:end]:
-            if client in current and client.offer(frame, count):
+            if client not in current:
+                continue
+            event_filter = client.filter
+            frame, count = everything if event_filter is None else batch.frame_for(event_filter)
+            if count and client.offer(frame, count):
                 lagging.add(client)
         if end < len(clients):
-            asyncio.get_running_loop().call_soon(self._write_slice, frame, count, clients, end)
+            asyncio.get_running_loop().call_soon(self._write_slice, batch, clients, end)
             return
         self._writing = False
         self._schedule_lag_check()
@@ -153,6 +162,37 @@ class FanoutHub:
             client for client in self._lagging if client in self.clients and not client.flush_gap()
         }
         self._schedule_lag_check()
+
+
+class Batch:
+    """One tick's events, encoded once per filter in use (once in all, without filters)."""
+
+    def __init__(self, items: list[str], events: list[Event | None]) -> None:
+        self.items = items
+        self.events = events
+        self._frames: dict[EventFilter | None, tuple[Frame, int]] = {}
+
+    def frame_for(self, event_filter: EventFilter | None) -> tuple[Frame, int]:
+        """The frame of the events ``event_filter`` lets through, and how many they are."""
+        cached = self._frames.get(event_filter)
+        if cached is None:
+            if event_filter is None:
+                chosen = self.items
+            else:
+                chosen = [
+                    item
+                    for item, event in zip(self.items, self._envelopes(), strict=True)
+                    if event_filter.matches(event)
+                ]
+            frame = Frame('{"type":"events","events":[' + ",".join(chosen) + "]}")
+            cached = self._frames[event_filter] = (frame, len(chosen))
+        return cached
+
+    def _envelopes(self) -> list[Event]:
+        for index, event in enumerate(self.events):
+            if event is None:  # published without its envelope: take it from the item
+                self.events[index] = json.loads(self.items[index])["event"]
+        return self.events  # type: ignore[return-value]
 
 
 def encode_item(record_topic: str, partition: int, offset: int, value: bytes) -> str:
@@ -224,17 +264,18 @@ class LiveReader:
                         await consumer.seek_to_beginning(*assigned)
                     assigned = await self._follow_new_partitions(consumer, topic, assigned)
                 batch = await consumer.getmany(timeout_ms=1000)
-                items = []
+                items, events = [], []
                 for records in batch.values():
                     for record in records:
                         try:
-                            parse_event(record.value, max_bytes=settings.MAX_EVENT_BYTES)
+                            event = parse_event(record.value, max_bytes=settings.MAX_EVENT_BYTES)
                         except InvalidEvent:
                             continue  # the consumer groups dead-letter it; viewers never see it
                         items.append(
                             encode_item(record.topic, record.partition, record.offset, record.value)
                         )
-                self.hub.publish(items)
+                        events.append(event)
+                self.hub.publish(items, events)
         except asyncio.CancelledError:
             raise
         except Exception:

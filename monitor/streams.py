@@ -9,8 +9,11 @@ Server to client, JSON text frames:
   and then a close with code 4008 (too slow);
 - ``{"type": "pong"}`` and ``{"type": "error", "code": "...", "message": "..."}``.
 
-Client to server: ``{"type": "ping"}``. Anything else gets an error frame
-and the connection stays open.
+Client to server: ``{"type": "ping"}``, and ``{"type": "subscribe", "filter":
+{...}}`` (see :mod:`monitor.filters`), answered ``{"type": "subscribed",
+"filter": {...}}`` or an error frame ``bad_filter``; the frames after the
+answer carry only what the filter lets through. Anything else gets an error
+frame and the connection stays open.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from django.conf import settings
 
 from .delivery import ClientStream, DirectStream
 from .fanout import hub
+from .filters import BadFilter, EventFilter
 from .wire import DIRECT_SOCKET_EXTENSION
 
 logger = logging.getLogger(__name__)
@@ -96,8 +100,21 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         kind = message.get("type")
         if kind == "ping":
             await self.send_json({"type": "pong"})
+        elif kind == "subscribe":
+            await self.subscribe(message.get("filter"))
         else:
             await self.send_error("unknown_type", f"unknown message type {str(kind)[:64]!r}")
+
+    async def subscribe(self, description: Any) -> None:
+        """Replace this connection's filter; the frames after the answer follow it."""
+        try:
+            event_filter = EventFilter.from_message(description)
+        except BadFilter as exc:
+            await self.send_error("bad_filter", str(exc))
+            return
+        if self.stream is not None:
+            self.stream.filter = None if event_filter.matches_everything else event_filter
+        await self.send_json({"type": "subscribed", "filter": event_filter.describe()})
 
     async def send_error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})

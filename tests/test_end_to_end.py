@@ -7,10 +7,12 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from monitor.models import AnalyticsEvent, EventMinuteCount, OutboxEvent, Post
@@ -123,15 +125,23 @@ def test_it_carries_a_post_from_http_to_websocket_and_analytics(stack: Stack) ->
     assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
 
 
+@asynccontextmanager
+async def event_stream(stack: Stack, client: httpx.Client) -> AsyncIterator[ClientConnection]:
+    """/ws/events/ for the signed-in ``client``, past its welcome."""
+    headers = {"Cookie": f"sessionid={client.cookies['sessionid']}"}
+    async with connect(
+        stack.ws_url + "/ws/events/", origin=stack.origin, additional_headers=headers
+    ) as websocket:
+        welcome = json.loads(await websocket.recv())
+        assert welcome["type"] == "welcome"
+        yield websocket
+
+
 def test_it_streams_a_signup_to_a_second_user(stack: Stack) -> None:
     watcher = signed_in_client(stack, "watcher", "a-long-pass-phrase-2")
 
     async def scenario() -> list[dict]:
-        headers = {"Cookie": f"sessionid={watcher.cookies['sessionid']}"}
-        async with connect(
-            stack.ws_url + "/ws/events/", origin=stack.origin, additional_headers=headers
-        ) as websocket:
-            assert json.loads(await websocket.recv())["type"] == "welcome"
+        async with event_stream(stack, watcher) as websocket:
             await asyncio.to_thread(signed_in_client, stack, "newcomer", "a-long-pass-phrase-3")
             return await receive_until(
                 websocket,
@@ -145,6 +155,36 @@ def test_it_streams_a_signup_to_a_second_user(stack: Stack) -> None:
 
     frames = asyncio.run(scenario())
     assert any(i["event"]["data"]["username"] == "newcomer" for i in events_of(frames))
+
+
+def test_a_subscriber_gets_only_what_its_filter_lets_through(stack: Stack) -> None:
+    poster = signed_in_client(stack, "filtered-poster", "a-long-pass-phrase-5")
+
+    async def scenario() -> list[dict]:
+        async with event_stream(stack, poster) as websocket:
+            await websocket.send(
+                json.dumps(
+                    {"type": "subscribe", "filter": {"types": ["photo.posted"], "text": "HERON"}}
+                )
+            )
+            subscribed = json.loads(await websocket.recv())
+            assert subscribed == {
+                "type": "subscribed",
+                "filter": {"types": ["photo.posted"], "text": "heron"},
+            }
+            # Neither of these matches; the third post does.
+            await asyncio.to_thread(
+                signed_in_client, stack, "filtered-newcomer", "a-long-pass-phrase-6"
+            )
+            await asyncio.to_thread(post_photo, poster, stack, "a gull on the pier")
+            await asyncio.to_thread(post_photo, poster, stack, "a grey heron, fishing")
+            return await receive_until(
+                websocket, lambda f: "heron" in json.dumps(events_of([f])), timeout=10
+            )
+
+    frames = asyncio.run(scenario())
+    delivered = events_of(frames)
+    assert [item["event"]["data"]["caption"] for item in delivered] == ["a grey heron, fishing"]
 
 
 def test_it_refuses_a_cookie_without_an_allowed_origin(stack: Stack) -> None:

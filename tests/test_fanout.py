@@ -19,6 +19,7 @@ from monitor import fanout
 from monitor.delivery import ClientStream
 from monitor.events import build_event, encode_event
 from monitor.fanout import FanoutHub, encode_item
+from monitor.filters import EventFilter
 
 TOPIC = "user-events"
 
@@ -125,6 +126,33 @@ def test_it_encodes_a_batch_once_for_all_clients() -> None:
 
         first = recorders[0].frames[0]
         assert all(recorder.frames[0] is first for recorder in recorders)
+        for stream in streams:
+            stream.close()
+
+    run(scenario)
+
+
+def test_it_encodes_a_batch_once_per_filter_and_sends_a_client_only_what_it_asked_for() -> None:
+    async def scenario() -> None:
+        hub = FanoutHub()
+        recorders = [Recorder() for _ in range(5)]
+        streams = [ClientStream(recorder, max_frames=8) for recorder in recorders]
+        posts_only = EventFilter.from_message({"types": ["photo.posted"]})
+        sign_ups_only = EventFilter.from_message({"types": ["user.signed_up"]})
+        streams[1].filter = streams[2].filter = posts_only
+        streams[3].filter = sign_ups_only
+        hub.clients.update(streams)
+        batch = items(range(3))  # three photo.posted events
+
+        hub.publish(batch)
+        await until(lambda: all(recorder.frames for recorder in recorders[:3]))
+        await asyncio.sleep(0.05)
+
+        assert recorders[1].frames[0] is recorders[2].frames[0]  # encoded once for both
+        assert json.loads(recorders[1].frames[0]) == events_frame(batch)
+        assert json.loads(recorders[0].frames[0]) == events_frame(batch)
+        assert recorders[3].frames == []  # nothing it asked for: no empty frame either
+        assert recorders[4].frames[0] is recorders[0].frames[0]
         for stream in streams:
             stream.close()
 

@@ -21,8 +21,11 @@ from django.test import Client
 
 from monitor import streams
 from monitor.broker import free_port
-from monitor.fanout import FanoutHub
+from monitor.events import encode_event
+from monitor.fanout import FanoutHub, encode_item
 from monitor.streams import EventStreamConsumer
+
+from .conftest import photo_event, signup_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -150,7 +153,27 @@ def test_it_answers_ping_with_pong(user: Any) -> None:
 BAD_MESSAGES = [
     pytest.param({"text_data": "this is not json"}, "malformed", id="not-json"),
     pytest.param({"text_data": '{"type": "ping"'}, "malformed", id="truncated-json"),
-    pytest.param({"text_data": '{"type": "subscribe"}'}, "unknown_type", id="unknown-type"),
+    pytest.param({"text_data": '{"type": "teleport"}'}, "unknown_type", id="unknown-type"),
+    pytest.param(
+        {"text_data": json.dumps({"type": "subscribe", "filter": {"types": ["photo.exploded"]}})},
+        "bad_filter",
+        id="filter-unknown-event-type",
+    ),
+    pytest.param(
+        {"text_data": json.dumps({"type": "subscribe", "filter": "all"})},
+        "bad_filter",
+        id="filter-not-an-object",
+    ),
+    pytest.param(
+        {"text_data": json.dumps({"type": "subscribe", "filter": {"colour": "red"}})},
+        "bad_filter",
+        id="filter-unknown-field",
+    ),
+    pytest.param(
+        {"text_data": json.dumps({"type": "subscribe", "filter": {"actor": ["1"]}})},
+        "bad_filter",
+        id="filter-actor-not-a-string",
+    ),
     pytest.param({"text_data": "{}"}, "unknown_type", id="no-type"),
     pytest.param({"bytes_data": b"\x00\x01binary"}, "binary_unsupported", id="binary"),
     pytest.param(
@@ -189,7 +212,7 @@ def test_it_gives_a_json_non_object_its_own_error_code(user: Any, text: str) -> 
 
         await communicator.send_to(text_data=text)
         error = await communicator.receive_json_from(timeout=5)
-        await communicator.send_to(text_data='{"type": "subscribe"}')
+        await communicator.send_to(text_data='{"type": "teleport"}')
         unknown = await communicator.receive_json_from(timeout=5)
 
         assert error["type"] == "error"
@@ -228,6 +251,39 @@ def test_it_forwards_frames_from_the_hub_to_the_socket(
         frame = await communicator.receive_json_from(timeout=5)
 
         assert frame == {"type": "events", "events": [json.loads(item)]}
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_it_filters_on_the_server_and_changes_the_filter_without_reconnecting(
+    user: Any, hub: FanoutHub, settings: Any
+) -> None:
+    settings.FANOUT_TICK_MS = 5
+    signed_up = encode_item("user-events", 0, 1, encode_event(signup_event(7)))
+    posted = encode_item("user-events", 1, 1, encode_event(photo_event(3, author_id=7)))
+
+    async def scenario() -> None:
+        communicator = await connected(user)
+        await communicator.send_json_to(
+            {"type": "subscribe", "filter": {"types": ["user.signed_up"]}}
+        )
+        assert await communicator.receive_json_from(timeout=5) == {
+            "type": "subscribed",
+            "filter": {"types": ["user.signed_up"]},
+        }
+        hub.publish([posted, signed_up])
+        frame = await communicator.receive_json_from(timeout=5)
+        assert [item["event"]["type"] for item in frame["events"]] == ["user.signed_up"]
+
+        await communicator.send_json_to({"type": "subscribe", "filter": {}})
+        assert await communicator.receive_json_from(timeout=5) == {
+            "type": "subscribed",
+            "filter": {},
+        }
+        hub.publish([posted, signed_up])
+        frame = await communicator.receive_json_from(timeout=5)
+        assert len(frame["events"]) == 2
         await communicator.disconnect()
 
     run(scenario)
