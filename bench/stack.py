@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from monitor.broker import EmbeddedBroker, free_port
+from monitor.processes import stop_processes
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class Stack:
     def stop(self, name: str, timeout: float = 10.0) -> None:
         process = self.processes.pop(name, None)
         if process is not None:
-            stop_process(process, timeout)
+            stop_processes([process], timeout)
             logger.info("stopped %s (pid %d)", name, process.pid)
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
@@ -213,19 +214,6 @@ class Stack:
 
 def topic_env(topic: str) -> dict[str, str]:
     return {"KAFKA_EVENTS_TOPIC": topic, "KAFKA_DLQ_TOPIC": f"{topic}.dlq"}
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``; only this PID."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGCONT)
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 async def wait_for_http(

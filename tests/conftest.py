@@ -20,6 +20,7 @@ from PIL import Image
 
 from monitor.broker import EmbeddedBroker, free_port
 from monitor.events import build_event
+from monitor.processes import stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,16 +128,6 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="session")
 def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Iterator[Stack]:
     """daphne and the analytics worker, as the product runs them, on the test database."""
@@ -174,8 +165,7 @@ def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Itera
         _wait_for_http(f"http://127.0.0.1:{port}/healthz", processes["web"], timeout=30)
         yield Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, processes)
     finally:
-        for process in processes.values():
-            stop_process(process)
+        stop_processes(processes.values())
 
 
 class Processes:
@@ -225,8 +215,7 @@ class Processes:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop_all(self) -> None:
-        for process in self.running.values():
-            stop_process(process)
+        stop_processes(self.running.values())
 
 
 @pytest.fixture

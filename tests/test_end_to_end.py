@@ -59,6 +59,21 @@ async def receive_until(websocket, predicate, timeout: float) -> list[dict]:
                 return frames
 
 
+@asynccontextmanager
+async def event_stream(
+    stack: Stack, client: httpx.Client, username: str
+) -> AsyncIterator[ClientConnection]:
+    """/ws/events/ for the signed-in ``client``, past its welcome (which names ``username``)."""
+    headers = {"Cookie": f"sessionid={client.cookies['sessionid']}"}
+    async with connect(
+        stack.ws_url + "/ws/events/", origin=stack.origin, additional_headers=headers
+    ) as websocket:
+        welcome = json.loads(await websocket.recv())
+        assert welcome["type"] == "welcome"
+        assert welcome["user"] == username
+        yield websocket
+
+
 def events_of(frames: list[dict]) -> list[dict]:
     return [item for frame in frames if frame["type"] == "events" for item in frame["events"]]
 
@@ -77,13 +92,7 @@ def test_it_carries_a_post_from_http_to_websocket_and_analytics(stack: Stack) ->
     client = signed_in_client(stack, "poster", "a-long-pass-phrase-1")
 
     async def scenario() -> tuple[list[dict], float]:
-        headers = {"Cookie": f"sessionid={client.cookies['sessionid']}"}
-        async with connect(
-            stack.ws_url + "/ws/events/", origin=stack.origin, additional_headers=headers
-        ) as websocket:
-            welcome = json.loads(await websocket.recv())
-            assert welcome["type"] == "welcome"
-            assert welcome["user"] == "poster"
+        async with event_stream(stack, client, "poster") as websocket:
             started = time.monotonic()
             response = await asyncio.to_thread(post_photo, client, stack, "sunset at the pier")
             assert response.status_code == 302, response.text
@@ -125,23 +134,11 @@ def test_it_carries_a_post_from_http_to_websocket_and_analytics(stack: Stack) ->
     assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
 
 
-@asynccontextmanager
-async def event_stream(stack: Stack, client: httpx.Client) -> AsyncIterator[ClientConnection]:
-    """/ws/events/ for the signed-in ``client``, past its welcome."""
-    headers = {"Cookie": f"sessionid={client.cookies['sessionid']}"}
-    async with connect(
-        stack.ws_url + "/ws/events/", origin=stack.origin, additional_headers=headers
-    ) as websocket:
-        welcome = json.loads(await websocket.recv())
-        assert welcome["type"] == "welcome"
-        yield websocket
-
-
 def test_it_streams_a_signup_to_a_second_user(stack: Stack) -> None:
     watcher = signed_in_client(stack, "watcher", "a-long-pass-phrase-2")
 
     async def scenario() -> list[dict]:
-        async with event_stream(stack, watcher) as websocket:
+        async with event_stream(stack, watcher, "watcher") as websocket:
             await asyncio.to_thread(signed_in_client, stack, "newcomer", "a-long-pass-phrase-3")
             return await receive_until(
                 websocket,
@@ -161,7 +158,7 @@ def test_a_subscriber_gets_only_what_its_filter_lets_through(stack: Stack) -> No
     poster = signed_in_client(stack, "filtered-poster", "a-long-pass-phrase-5")
 
     async def scenario() -> list[dict]:
-        async with event_stream(stack, poster) as websocket:
+        async with event_stream(stack, poster, "filtered-poster") as websocket:
             await websocket.send(
                 json.dumps(
                     {"type": "subscribe", "filter": {"types": ["photo.posted"], "text": "HERON"}}

@@ -25,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from monitor import kafka
 from monitor.broker import EmbeddedBroker, port_is_free
+from monitor.processes import stop_processes
 
 RESTART_DELAY = 1.0
 # A child that dies this soon after starting is broken, not unlucky.
@@ -126,13 +127,6 @@ class Command(BaseCommand):
 
     def _stop_all(self, children: list[Child], timeout: float = 10.0) -> None:
         running = [c for c in children if c.process is not None and c.process.poll() is None]
+        stop_processes([child.process for child in running if child.process], timeout)
         for child in running:
-            child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        deadline = time.monotonic() + timeout
-        for child in running:
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))  # type: ignore[union-attr]
-            except subprocess.TimeoutExpired:
-                child.process.kill()  # type: ignore[union-attr]
-                child.process.wait()  # type: ignore[union-attr]
             self.stdout.write(f"stopped {child.name}")

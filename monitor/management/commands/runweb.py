@@ -27,6 +27,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from monitor.processes import stop_processes
+
 STOP_TIMEOUT = 10.0
 
 
@@ -80,23 +82,9 @@ class Command(BaseCommand):
                     break
         finally:
             sock.close()
-            stop(children)
+            stop_processes(children, STOP_TIMEOUT)
         if code:
             sys.exit(code)
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self.stopping = True
-
-
-def stop(children: list[subprocess.Popen[bytes]], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM each child, then SIGKILL any still running after ``timeout``."""
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
