@@ -27,7 +27,9 @@ test: $(VENV)/.dev  ## the whole test suite
 DJANGO6_VENV := .venv-django6
 DJANGO6_TESTS := tests/test_events.py tests/test_post_view.py tests/test_analytics.py \
 	tests/test_admin.py tests/test_healthz.py tests/test_streams.py tests/test_end_to_end.py \
-	tests/test_outbox.py tests/test_workers.py tests/test_serving.py
+	tests/test_outbox.py tests/test_workers.py tests/test_serving.py tests/test_replay.py \
+	tests/test_dashboard_data.py tests/test_uploads.py tests/test_social.py tests/test_notifications.py \
+	tests/test_admin_analytics.py tests/test_prune.py
 test-django6:
 	@test -n "$(PYTHON312)" || { echo "set PYTHON312 to a Python 3.12+ interpreter"; exit 2; }
 	test -x $(DJANGO6_VENV)/bin/python || $(PYTHON312) -m venv $(DJANGO6_VENV)
@@ -44,6 +46,15 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 
 check: lint test  ## every check CI runs
+
+# Front-end libraries, committed under static/vendor/ so that running the
+# product needs no npm; after changing package.json run `make vendor` and commit.
+UPLOT_DIST := node_modules/uplot/dist
+.PHONY: vendor
+vendor:
+	npm ci --no-audit --no-fund
+	mkdir -p static/vendor/uplot
+	cp $(UPLOT_DIST)/uPlot.iife.min.js $(UPLOT_DIST)/uPlot.min.css node_modules/uplot/LICENSE static/vendor/uplot/
 
 .PHONY: bench
 bench: $(VENV)/.dev  ## measure fan-out, posts and analytics on this machine (under 10 minutes)

@@ -30,7 +30,7 @@ from django.urls import path  # noqa: E402
 
 from monitor import kafka  # noqa: E402
 from monitor.events import InvalidEvent, parse_event  # noqa: E402
-from monitor.fanout import encode_item  # noqa: E402
+from monitor.live_reader import encode_item  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

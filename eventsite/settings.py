@@ -200,6 +200,9 @@ KAFKA_MAX_FETCH_BYTES = envint("KAFKA_MAX_FETCH_BYTES", 32 * 1024 * 1024)
 # SQLite commit) over more events; a batch of 2,000 holds SQLite's write
 # lock for some 50 ms. A live stream makes smaller batches anyway.
 ANALYTICS_BATCH_SIZE = envint("ANALYTICS_BATCH_SIZE", 2000)
+# `manage.py prune_analytics` deletes raw analytics events older than this
+# many days (whole UTC days); the aggregates are kept, whatever their age.
+ANALYTICS_RETENTION_DAYS = envint("EVENTSITE_ANALYTICS_RETENTION_DAYS", 90)
 # A worker whose database write fails retries with backoff up to this delay.
 WORKER_DB_RETRY_MAX_SECONDS = envint("WORKER_DB_RETRY_MAX_SECONDS", 10)
 
@@ -212,6 +215,17 @@ FANOUT_IDLE_STOP_SECONDS = envint("FANOUT_IDLE_STOP_SECONDS", 30)
 # A client still behind after this long is closed with code 4008 (before
 # daphne's ping timeout would cut it off without a code).
 FANOUT_SLOW_CLOSE_SECONDS = envint("FANOUT_SLOW_CLOSE_SECONDS", 20)
+# WebSocket heartbeats (daphne's pings, set by `manage.py runweb`).
+WS_PING_SECONDS = envint("EVENTSITE_WS_PING_SECONDS", 20)
+WS_PING_TIMEOUT_SECONDS = envint("EVENTSITE_WS_PING_TIMEOUT_SECONDS", 30)
+# Resume and history (monitor/replay.py): at most this many events per
+# partition are replayed to a reconnecting client (the rest are announced
+# as missed), and at most this many replays run at once per web process.
+STREAM_REPLAY_MAX_EVENTS = envint("STREAM_REPLAY_MAX_EVENTS", 10_000)
+STREAM_REPLAY_CONCURRENCY = envint("STREAM_REPLAY_CONCURRENCY", 4)
+# Each web process keeps this many of the latest events in memory: replays
+# within them need no broker (0: always read the broker).
+STREAM_RECENT_EVENTS = envint("STREAM_RECENT_EVENTS", 10_000)
 
 LOGGING = {
     "version": 1,
@@ -222,4 +236,20 @@ LOGGING = {
     "loggers": {"aiokafka": {"level": os.getenv("KAFKA_LOG_LEVEL", "WARNING")}},
 }
 
+# Uploaded photos: larger files, and images with more pixels (checked before
+# they are decoded), are refused. What is stored is re-encoded, at most
+# MAX_PHOTO_SIDE pixels on its long side, with a thumbnail for the feed.
 MAX_PHOTO_BYTES = envint("EVENTSITE_MAX_PHOTO_BYTES", 10 * 1024 * 1024)
+MAX_PHOTO_PIXELS = envint("EVENTSITE_MAX_PHOTO_PIXELS", 40_000_000)
+MAX_PHOTO_SIDE = envint("EVENTSITE_MAX_PHOTO_SIDE", 4096)
+THUMBNAIL_SIDE = envint("EVENTSITE_THUMBNAIL_SIDE", 640)
+
+# --- Operators' dashboard ---------------------------------------------------
+# Only staff see /dashboard/ and its data; off, every signed-in user does.
+DASHBOARD_STAFF_ONLY = envbool("EVENTSITE_DASHBOARD_STAFF_ONLY", True)
+# How often a web process records who watches its streams; a process silent
+# for three periods (crashed) no longer counts.
+PRESENCE_HEARTBEAT_SECONDS = envint("EVENTSITE_PRESENCE_HEARTBEAT_SECONDS", 5)
+# How often each web process asks the database for new notices for the users
+# connected to /ws/notices/ through it.
+NOTICES_POLL_MS = envint("EVENTSITE_NOTICES_POLL_MS", 500)

@@ -1,9 +1,26 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.urls import URLPattern, path
 
+from .admin_analytics.export import csv_response
+from .admin_analytics.views import analytics_page, export_events
 from .deadletters import redrive_now
-from .models import AnalyticsEvent, DeadLetter, EventMinuteCount, OutboxEvent, Post
+from .events import EVENT_TYPES
+from .models import (
+    AnalyticsEvent,
+    Comment,
+    DeadLetter,
+    EventMinuteCount,
+    Follow,
+    Like,
+    Notice,
+    OutboxEvent,
+    Post,
+    PostDayEngagement,
+    UserDayActivity,
+)
 
 
 @admin.register(Post)
@@ -24,19 +41,120 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ViewOnlyAdmin(ReadOnlyAdmin):
+    """Rows that only the services or the analytics writer change: deleting one
+    here would skip the event it should emit, or let a redelivered event be
+    counted again."""
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+class EventTypeFilter(admin.SimpleListFilter):
+    """The known event types (a filter on the column's values would read the whole table)."""
+
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+        return [(name, name) for name in sorted(EVENT_TYPES)]
+
+    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        return queryset.filter(type=self.value()) if self.value() else queryset
+
+
 @admin.register(AnalyticsEvent)
-class AnalyticsEventAdmin(ReadOnlyAdmin):
+class AnalyticsEventAdmin(ViewOnlyAdmin):
     list_display = ("time", "type", "actor", "subject", "partition", "offset", "event_id")
-    list_filter = ("type",)
+    list_filter = (EventTypeFilter,)
     search_fields = ("=event_id", "actor", "subject")
     date_hierarchy = "time"
+    actions = ["export_csv"]
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "analytics/",
+                view(self.analytics_view),
+                name="monitor_analyticsevent_analytics",
+            ),
+            path(
+                "analytics/events.csv",
+                view(self.export_view),
+                name="monitor_analyticsevent_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def analytics_view(self, request: HttpRequest) -> HttpResponse:
+        return analytics_page(request, self)
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        return export_events(request, self)
+
+    @admin.action(description="Export selected events as CSV")
+    def export_csv(self, request, queryset) -> HttpResponseBase:  # type: ignore[no-untyped-def]
+        return csv_response(request, queryset, name="events-selected")
 
 
 @admin.register(EventMinuteCount)
-class EventMinuteCountAdmin(ReadOnlyAdmin):
+class EventMinuteCountAdmin(ViewOnlyAdmin):
     list_display = ("minute", "type", "count")
-    list_filter = ("type",)
+    list_filter = (EventTypeFilter,)
     date_hierarchy = "minute"
+
+
+@admin.register(UserDayActivity)
+class UserDayActivityAdmin(ViewOnlyAdmin):
+    list_display = ("day", "actor", "count")
+    search_fields = ("=actor",)
+    date_hierarchy = "day"
+    ordering = ("-day", "-count", "actor")
+
+
+@admin.register(PostDayEngagement)
+class PostDayEngagementAdmin(ViewOnlyAdmin):
+    list_display = ("day", "post_id", "likes", "unlikes", "comments")
+    search_fields = ("post_id__exact",)
+    date_hierarchy = "day"
+    ordering = ("-day", "post_id")
+
+
+@admin.register(Like)
+class LikeAdmin(ViewOnlyAdmin):
+    list_display = ("created_at", "user", "post")
+    list_select_related = ("user", "post__author")
+    list_filter = ("created_at",)
+    search_fields = ("user__username", "post__id__exact")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Comment)
+class CommentAdmin(ViewOnlyAdmin):
+    list_display = ("created_at", "author", "post", "text")
+    list_select_related = ("author", "post__author")
+    list_filter = ("created_at",)
+    search_fields = ("text", "author__username", "post__id__exact")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Follow)
+class FollowAdmin(ViewOnlyAdmin):
+    list_display = ("created_at", "follower", "followee")
+    list_select_related = ("follower", "followee")
+    list_filter = ("created_at",)
+    search_fields = ("follower__username", "followee__username")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Notice)
+class NoticeAdmin(ViewOnlyAdmin):
+    list_display = ("created_at", "recipient", "kind", "actor_name", "text", "read_at")
+    list_select_related = ("recipient",)
+    list_filter = ("kind", ("read_at", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("text", "actor_name", "recipient__username", "=event_id")
+    date_hierarchy = "created_at"
 
 
 @admin.register(OutboxEvent)

@@ -2,31 +2,63 @@
 
 :func:`record_batch` is idempotent by event id. It inserts the batch with
 ``INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id`` and adds
-only the rows that were really inserted to the per-minute counts, so a
-redelivered event changes nothing, even when two workers race on it.
-SQLite (3.35+) and PostgreSQL both speak this dialect.
+only the rows that were really inserted to the aggregates (per minute and
+type, per actor and day, per post and day), so a redelivered event changes
+nothing, even when two workers race on it. SQLite (3.35+) and PostgreSQL
+both speak this dialect.
+
+Raw events may be pruned (``manage.py prune_analytics``) while the
+aggregates stay. The prune records its horizon first (``AnalyticsHorizon``),
+and from then on :func:`record_batch` drops events older than
+the horizon: their raw rows may be gone, so an event redelivered from before
+it cannot be told from a new one, and it must not be counted twice.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field, Model
+from django.db.models import (
+    CharField,
+    DateField,
+    DateTimeField,
+    Field,
+    IntegerField,
+    Model,
+)
 from django.utils import timezone
 
 from .events import Event, parse_time
-from .models import AnalyticsEvent, EventMinuteCount
+from .models import (
+    AnalyticsEvent,
+    AnalyticsHorizon,
+    EventMinuteCount,
+    PostDayEngagement,
+    UserDayActivity,
+)
+
+# The primary key of the one AnalyticsHorizon row.
+HORIZON_ROW = 1
 
 # Rows per INSERT statement: 11 parameters each stays under SQLite's limit of
-# 32,766 bound variables (PostgreSQL allows 65,535).
+# 32,766 bound variables (PostgreSQL allows 65,535). The aggregates' upserts
+# have at most 5 parameters a row.
 CHUNK_ROWS = 2500
+
+# The post engagement each event type adds to: (likes, unlikes, comments).
+ENGAGEMENT = {
+    "photo.liked": (1, 0, 0),
+    "photo.unliked": (0, 1, 0),
+    "comment.added": (0, 0, 1),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +100,11 @@ def record_batch(records: Sequence[RecordedFrom]) -> int:
     with transaction.atomic(using=db.alias):
         for start in range(0, len(rows), CHUNK_ROWS):
             inserted.extend(_insert_events(db, rows[start : start + CHUNK_ROWS], now))
+        if inserted:
+            inserted = _drop_pruned(db, inserted)
         _add_minute_counts(db, inserted)
+        _add_user_days(db, inserted)
+        _add_post_days(db, inserted)
     return len(inserted)
 
 
@@ -143,30 +179,143 @@ def _inserted_row(by_db_id: dict[str, _Row], value: object) -> _Row:
     return row
 
 
+def _drop_pruned(db: BaseDatabaseWrapper, inserted: list[_Row]) -> list[_Row]:
+    """The rows at or after the pruning horizon; those before it are deleted again.
+
+    Read after the insert, not before: a prune records its horizon (and
+    commits) before it deletes anything, so if an insert went through
+    because a prune had just deleted the event's first row, this read,
+    under read-committed isolation, sees that horizon.
+    """
+    horizon = pruned_before(using=db.alias)
+    if horizon is None:
+        return inserted
+    kept = [row for row in inserted if row.time >= horizon]
+    if len(kept) < len(inserted):
+        stale = [row.event_id for row in inserted if row.time < horizon]
+        AnalyticsEvent.objects.using(db.alias).filter(event_id__in=stale).delete()
+    return kept
+
+
 def _add_minute_counts(db: BaseDatabaseWrapper, rows: list[_Row]) -> None:
     counts = Counter(
         (row.time.replace(second=0, microsecond=0), row.record.event["type"]) for row in rows
     )
-    if not counts:
-        return
-    meta = EventMinuteCount._meta
-    fields = [_field(EventMinuteCount, name) for name in ("minute", "type", "count")]
-    params: list[Any] = []
-    for (minute, event_type), count in counts.items():
-        params.extend(
-            field.get_db_prep_save(value, db)
-            for field, value in zip(fields, (minute, event_type, count), strict=True)
-        )
-    quote = db.ops.quote_name
-    table = quote(meta.db_table)
-    sql = (
-        f"INSERT INTO {table} ({quote('minute')}, {quote('type')}, {quote('count')}) "
-        f"VALUES {', '.join(['(%s, %s, %s)'] * len(counts))} "
-        f"ON CONFLICT ({quote('minute')}, {quote('type')}) "
-        f"DO UPDATE SET {quote('count')} = {table}.{quote('count')} + EXCLUDED.{quote('count')}"
+    _upsert_adding(
+        db, EventMinuteCount, ("minute", "type"), ("count",), ((*k, n) for k, n in counts.items())
     )
+
+
+def _add_user_days(db: BaseDatabaseWrapper, rows: list[_Row]) -> None:
+    counts = Counter((row.time.date(), row.record.event["actor"]) for row in rows)
+    _upsert_adding(
+        db, UserDayActivity, ("day", "actor"), ("count",), ((*k, n) for k, n in counts.items())
+    )
+
+
+def _add_post_days(db: BaseDatabaseWrapper, rows: list[_Row]) -> None:
+    totals: dict[tuple[date, int], list[int]] = {}
+    for row in rows:
+        event = row.record.event
+        adds = ENGAGEMENT.get(event["type"])
+        if adds is None:
+            continue
+        total = totals.setdefault((row.time.date(), event["data"]["post_id"]), [0, 0, 0])
+        for index, add in enumerate(adds):
+            total[index] += add
+    _upsert_adding(
+        db,
+        PostDayEngagement,
+        ("day", "post_id"),
+        ("likes", "unlikes", "comments"),
+        ((*key, *amounts) for key, amounts in totals.items()),
+    )
+
+
+def _upsert_adding(
+    db: BaseDatabaseWrapper,
+    model: type[Model],
+    keys: tuple[str, ...],
+    amounts: tuple[str, ...],
+    values: Iterable[tuple[Any, ...]],
+) -> None:
+    """Add amounts to the rows of ``model`` with these keys, creating the rows
+    that are missing: ``INSERT ... ON CONFLICT (keys) DO UPDATE``, one statement
+    per chunk. Each key must come once (PostgreSQL refuses to update a row twice
+    in one statement): the callers aggregate first."""
+    fields = [_field(model, name) for name in (*keys, *amounts)]
+    adapters = [_adapter(db, field) for field in fields]
+    params: list[Any] = []
+    for value in values:
+        params.extend(adapt(item) for adapt, item in zip(adapters, value, strict=True))
+    if not params:
+        return
+    quote = db.ops.quote_name
+    table = quote(model._meta.db_table)
+    # The fields are plain ones: their names are their columns.
+    columns = ", ".join(quote(name) for name in (*keys, *amounts))
+    updates = ", ".join(
+        f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}" for name in amounts
+    )
+    conflict = ", ".join(quote(name) for name in keys)
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    chunk = CHUNK_ROWS * len(fields)
     with db.cursor() as cursor:
-        cursor.execute(sql, params)
+        for start in range(0, len(params), chunk):
+            part = params[start : start + chunk]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                f"VALUES {', '.join([row_sql] * (len(part) // len(fields)))} "
+                f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}",
+                part,
+            )
+
+
+def _adapter(db: BaseDatabaseWrapper, field: Field) -> Callable[[Any], Any]:
+    """The backend's conversion for a value already of the field's type (as
+    get_db_prep_save ends with, at a fraction of the cost per value)."""
+    if isinstance(field, DateTimeField):
+        return db.ops.adapt_datetimefield_value
+    if isinstance(field, DateField):
+        return db.ops.adapt_datefield_value
+    if isinstance(field, CharField | IntegerField):
+        return _same
+    return functools.partial(field.get_db_prep_save, connection=db)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def pruned_before(*, using: str = DEFAULT_DB_ALIAS) -> datetime | None:
+    """The pruning horizon: events older than it are no longer recorded, and
+    their raw rows may be gone. None: nothing was ever pruned."""
+    return (
+        AnalyticsHorizon.objects.using(using)
+        .filter(pk=HORIZON_ROW)
+        .values_list("pruned_before", flat=True)
+        .first()
+    )
+
+
+def record_pruning_horizon(horizon: datetime, *, using: str = DEFAULT_DB_ALIAS) -> datetime:
+    """Record that raw events older than ``horizon`` may be deleted; return the
+    horizon now in force, which never moves back (the rows before a horizon
+    once recorded may be gone). Commit this before deleting any row."""
+    with transaction.atomic(using=using):
+        row, created = (
+            AnalyticsHorizon.objects.using(using)
+            .select_for_update()
+            .get_or_create(pk=HORIZON_ROW, defaults={"pruned_before": horizon})
+        )
+        if created:
+            return horizon
+        if row.pruned_before >= horizon:
+            return row.pruned_before
+        row.pruned_before = horizon
+        row.recorded_at = timezone.now()
+        row.save(using=using)
+    return horizon
 
 
 def _field(model: type[Model], name: str) -> Field:

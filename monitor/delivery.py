@@ -29,6 +29,12 @@ SendText = Callable[[str], Awaitable[None]]
 CLOSE_TOO_SLOW = 4008
 # How long such a client has to read what is left before it is cut off.
 CLOSE_FLUSH_SECONDS = 30.0
+# How often a replay waiting for a client to read checks again.
+REPLAY_WAIT_SECONDS = 0.02
+
+
+class ClientGone(Exception):
+    """The client went away (or was closed) while a replay was writing to it."""
 
 
 class Frame(str):
@@ -42,8 +48,9 @@ class Frame(str):
         return cached
 
 
-def gap_notice(missed: int) -> str:
-    return json.dumps({"type": "gap", "missed": missed})
+def gap_notice(missed: int | None, reason: str = "slow") -> str:
+    """The notice of ``missed`` events that will not come (None: how many is unknown)."""
+    return json.dumps({"type": "gap", "missed": missed, "reason": reason})
 
 
 class DirectStream:
@@ -61,6 +68,8 @@ class DirectStream:
         self.socket = socket
         # What this client subscribed to; None: every event.
         self.filter: EventFilter | None = None
+        # After a replay, per partition, the first offset still owed (see FanoutHub).
+        self.floor: dict[int, int] | None = None
         self._max_buffered = max_buffered_bytes
         self._slow_close = slow_close_seconds
         self.missed = 0
@@ -106,6 +115,31 @@ class DirectStream:
         self.behind_since = None
         return True
 
+    def send_now(self, text: str) -> None:
+        """Write a control frame after everything written so far."""
+        if self.socket.open:
+            self.socket.write(text_frame(text.encode()))
+
+    async def send_replay(self, frame: str, events: int) -> None:
+        """Write a replayed frame once the client has room for it.
+
+        A replay waits for the client instead of dropping what it cannot take;
+        a client that reads nothing for ``slow_close_seconds`` is closed as
+        too slow and :class:`ClientGone` raised.
+        """
+        waited_since = time.monotonic()
+        while self.socket.open and self.socket.buffered() > self._max_buffered:
+            if time.monotonic() - waited_since > self._slow_close:
+                self.socket.close_after_writes(
+                    CLOSE_TOO_SLOW, "too slow to take the replay", give_up_after=CLOSE_FLUSH_SECONDS
+                )
+                break
+            await asyncio.sleep(REPLAY_WAIT_SECONDS)
+        if not self.socket.open:
+            raise ClientGone
+        self.socket.write(frame.wire if isinstance(frame, Frame) else text_frame(frame.encode()))
+        self.delivered += events
+
     def close_too_slow(self) -> None:
         missed, self.missed = self.missed, 0
         self.socket.write(text_frame(gap_notice(missed).encode()))
@@ -124,6 +158,8 @@ class ClientStream:
         self._send = send
         # What this client subscribed to; None: every event.
         self.filter: EventFilter | None = None
+        # After a replay, per partition, the first offset still owed (see FanoutHub).
+        self.floor: dict[int, int] | None = None
         self._max_frames = max_frames
         self._queue: deque[str] = deque()
         self._wake = asyncio.Event()
@@ -158,6 +194,20 @@ class ClientStream:
         self.missed = 0
         self._wake.set()
         return True
+
+    def send_now(self, text: str) -> None:
+        """Queue a control frame after everything queued so far (beyond the bound)."""
+        self._queue.append(text)
+        self._wake.set()
+
+    async def send_replay(self, frame: str, events: int) -> None:
+        """Queue a replayed frame once there is room for it."""
+        while len(self._queue) >= self._max_frames:
+            if self._task.done():
+                raise ClientGone
+            await asyncio.sleep(REPLAY_WAIT_SECONDS)
+        self.send_now(frame)
+        self.delivered += events
 
     async def _pump(self) -> None:
         try:

@@ -31,6 +31,21 @@ DATA_FIELDS: dict[str, dict[str, type]] = {
         "caption": str,
         "photo_url": str,
     },
+    "photo.deleted": {"post_id": int, "author_id": int},
+    # Likes and comments carry the post's author, whom the notifications tell.
+    "photo.liked": {"post_id": int, "post_author_id": int, "user_id": int, "username": str},
+    "photo.unliked": {"post_id": int, "post_author_id": int, "user_id": int, "username": str},
+    "comment.added": {
+        "comment_id": int,
+        "post_id": int,
+        "post_author_id": int,
+        "user_id": int,
+        "username": str,
+        "text": str,
+    },
+    "comment.deleted": {"comment_id": int, "post_id": int, "user_id": int},
+    "user.followed": {"follower_id": int, "follower": str, "followee_id": int, "followee": str},
+    "user.unfollowed": {"follower_id": int, "followee_id": int},
 }
 EVENT_TYPES = frozenset(DATA_FIELDS)
 

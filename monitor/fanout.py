@@ -9,7 +9,7 @@ for sockets it can write to directly, once as WebSocket frame bytes: see
 :mod:`monitor.wire`), and offers the same frame to every client.
 
 Every client is bounded, and a client that falls behind is told what it
-missed (:mod:`monitor.delivery`).
+missed (:mod:`monitor.delivery`). The reader is in :mod:`monitor.live_reader`.
 
 Daphne has no ASGI lifespan, so the reader starts with the first client and
 stops when the last one has been gone for a grace period.
@@ -20,19 +20,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from django.conf import settings
 
-from . import kafka
 from .delivery import ClientStream, DirectStream, Frame
-from .events import Event, InvalidEvent, parse_event
+from .events import Event
 from .filters import EventFilter
+from .live_reader import LiveReader
+from .recent import RecentEvents
 
 logger = logging.getLogger(__name__)
 
-# How often the live reader looks for partitions added to the topic.
-PARTITION_CHECK_SECONDS = 3
 # How often a client that fell behind is checked for having caught up.
 LAG_CHECK_SECONDS = 0.05
 # Clients a frame is written to per turn of the event loop (see _write_slice).
@@ -44,8 +43,17 @@ class FanoutHub:
 
     def __init__(self) -> None:
         self.clients: set[ClientStream | DirectStream] = set()
+        # Per partition, the offset after the last record the reader has handed
+        # over (published or skipped as invalid): every later event has an
+        # offset at least this. Replays hand their clients over at this line.
+        self.received_end: dict[int, int] = {}
+        # The latest events up to that line, for replays that need no broker.
+        self.recent = RecentEvents(settings.STREAM_RECENT_EVENTS)
         self._pending: list[str] = []
         self._pending_events: list[Event | None] = []
+        self._pending_positions: list[tuple[int, int] | None] = []
+        # Replays in progress: they keep the reader running without being clients yet.
+        self._holds = 0
         self._flush_scheduled = False
         self._writing = False
         self._last_flush = float("-inf")
@@ -76,21 +84,55 @@ class FanoutHub:
         self.clients.add(client)
 
     def unregister(self, client: ClientStream | DirectStream) -> None:
-        self.clients.discard(client)
+        self.detach(client)
         client.close()
-        if not self.clients and self._reader is not None and self._idle_stop is None:
-            loop = asyncio.get_running_loop()
-            self._idle_stop = loop.call_later(settings.FANOUT_IDLE_STOP_SECONDS, self._stop_reader)
+
+    def detach(self, client: ClientStream | DirectStream) -> None:
+        """Stop offering events to ``client`` (which stays open, e.g. for a replay)."""
+        self.clients.discard(client)
+        self._lagging.discard(client)
+        self._stop_when_idle()
+
+    def hold(self) -> None:
+        """Keep the reader running while a replay works towards handing its client over."""
+        self._holds += 1
+        if self._idle_stop is not None:
+            self._idle_stop.cancel()
+            self._idle_stop = None
+
+    def release(self) -> None:
+        self._holds -= 1
+        self._stop_when_idle()
+
+    def _stop_when_idle(self) -> None:
+        if self._busy or self._reader is None or self._idle_stop is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._idle_stop = loop.call_later(settings.FANOUT_IDLE_STOP_SECONDS, self._stop_reader)
+
+    @property
+    def _busy(self) -> bool:
+        return bool(self.clients) or self._holds > 0
+
+    def live_positions(self) -> dict[int, int]:
+        """Per partition, the last offset before the live line (-1: none yet)."""
+        return {partition: end - 1 for partition, end in sorted(self.received_end.items())}
 
     def _stop_reader(self) -> None:
         self._idle_stop = None
-        if not self.clients and self._reader is not None:
+        if not self._busy and self._reader is not None:
             self._reader.stop()
             self._reader = None
 
-    def publish(self, items: list[str], events: list[Event] | None = None) -> None:
+    def publish(
+        self,
+        items: list[str],
+        events: list[Event] | None = None,
+        positions: list[tuple[int, int]] | None = None,
+    ) -> None:
         """Queue encoded events (``{"topic":..,"partition":..,"offset":..,"event":..}``),
-        with their envelopes when the caller has them parsed (for filters).
+        with their envelopes and (partition, offset) when the caller has them
+        at hand (filters and replay hand-overs use them).
 
         Frames are paced, not delayed: after a quiet tick the first events go
         out at once; while events keep coming, one frame per tick carries all
@@ -102,6 +144,7 @@ class FanoutHub:
             return
         self._pending.extend(items)
         self._pending_events.extend(events if events is not None else [None] * len(items))
+        self._pending_positions.extend(positions if positions is not None else [None] * len(items))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -118,8 +161,9 @@ class FanoutHub:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._last_flush = asyncio.get_running_loop().time()
-        batch = Batch(self._pending, self._pending_events)
-        self._pending, self._pending_events = [], []
+        batch = Batch(self._pending, self._pending_events, self._pending_positions)
+        batch.end = dict(self.received_end)
+        self._pending, self._pending_events, self._pending_positions = [], [], []
         self._writing = True
         self._write_slice(batch, list(self.clients), 0)
 
@@ -139,8 +183,15 @@ class FanoutHub:
         for client in clients[start:end]:
             if client not in current:
                 continue
-            event_filter = client.filter
-            frame, count = everything if event_filter is None else batch.frame_for(event_filter)
+            event_filter, floor = client.filter, client.floor
+            if floor is not None:
+                frame, count = batch.frame_for(event_filter, floor)
+                if batch.passed(floor):
+                    client.floor = None
+            elif event_filter is None:
+                frame, count = everything
+            else:
+                frame, count = batch.frame_for(event_filter)
             if count and client.offer(frame, count):
                 lagging.add(client)
         if end < len(clients):
@@ -167,26 +218,52 @@ class FanoutHub:
 class Batch:
     """One tick's events, encoded once per filter in use (once in all, without filters)."""
 
-    def __init__(self, items: list[str], events: list[Event | None]) -> None:
+    def __init__(
+        self,
+        items: list[str],
+        events: list[Event | None],
+        positions: list[tuple[int, int] | None] | None = None,
+    ) -> None:
         self.items = items
         self.events = events
-        self._frames: dict[EventFilter | None, tuple[Frame, int]] = {}
+        self.positions: list[tuple[int, int] | None] = (
+            positions if positions is not None else [None] * len(items)
+        )
+        # The hub's received_end when this batch was cut: every later batch's
+        # events are at or past it.
+        self.end: dict[int, int] = {}
+        self.sent_ms = int(time.time() * 1000)
+        self._frames: dict[object, tuple[Frame, int]] = {}
 
-    def frame_for(self, event_filter: EventFilter | None) -> tuple[Frame, int]:
-        """The frame of the events ``event_filter`` lets through, and how many they are."""
-        cached = self._frames.get(event_filter)
+    def frame_for(
+        self, event_filter: EventFilter | None, floor: dict[int, int] | None = None
+    ) -> tuple[Frame, int]:
+        """The frame of the events ``event_filter`` lets through, and how many they are.
+
+        With a ``floor`` (per partition, the first offset a client is still
+        owed after a replay), events below it are left out.
+        """
+        key = event_filter if floor is None else (event_filter, tuple(sorted(floor.items())))
+        cached = self._frames.get(key)
         if cached is None:
-            if event_filter is None:
+            if event_filter is None and floor is None:
                 chosen = self.items
             else:
                 chosen = [
                     item
-                    for item, event in zip(self.items, self._envelopes(), strict=True)
-                    if event_filter.matches(event)
+                    for item, event, position in zip(
+                        self.items, self._envelopes(), self._positions(), strict=True
+                    )
+                    if (floor is None or position[1] >= floor.get(position[0], 0))
+                    and (event_filter is None or event_filter.matches(event))
                 ]
-            frame = Frame('{"type":"events","events":[' + ",".join(chosen) + "]}")
-            cached = self._frames[event_filter] = (frame, len(chosen))
+            frame = Frame(events_frame(chosen, sent_ms=self.sent_ms))
+            cached = self._frames[key] = (frame, len(chosen))
         return cached
+
+    def passed(self, floor: dict[int, int]) -> bool:
+        """Whether every later batch is past ``floor``, so that it no longer matters."""
+        return all(self.end.get(partition, 0) >= offset for partition, offset in floor.items())
 
     def _envelopes(self) -> list[Event]:
         for index, event in enumerate(self.events):
@@ -194,115 +271,18 @@ class Batch:
                 self.events[index] = json.loads(self.items[index])["event"]
         return self.events  # type: ignore[return-value]
 
+    def _positions(self) -> list[tuple[int, int]]:
+        for index, position in enumerate(self.positions):
+            if position is None:
+                item = json.loads(self.items[index])
+                self.positions[index] = (item["partition"], item["offset"])
+        return self.positions  # type: ignore[return-value]
 
-def encode_item(record_topic: str, partition: int, offset: int, value: bytes) -> str:
-    """One event as it appears in a frame; the envelope's own JSON is reused verbatim."""
-    return (
-        f'{{"topic":{json.dumps(record_topic)},"partition":{partition},'
-        f'"offset":{offset},"event":{value.decode()}}}'
-    )
 
-
-class LiveReader:
-    """Reads the events topic from its end and feeds the hub."""
-
-    def __init__(self, hub: FanoutHub) -> None:
-        self.hub = hub
-        self.ready = asyncio.Event()
-        self.failed = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    async def wait_ready(self, timeout: float) -> None:
-        """Return once positioned; raise ConnectionError if the reader failed or timed out."""
-        assert self._task is not None
-        ready = asyncio.ensure_future(self.ready.wait())
-        try:
-            await asyncio.wait({ready, self._task}, timeout=timeout, return_when="FIRST_COMPLETED")
-        finally:
-            ready.cancel()
-        if not self.ready.is_set():
-            raise ConnectionError("the live event reader could not reach the broker")
-
-    async def _run(self) -> None:
-        consumer: AIOKafkaConsumer | None = None
-        try:
-            await kafka.ensure_topics()
-            topic = settings.KAFKA_EVENTS_TOPIC
-            consumer = kafka.make_consumer(
-                group_id=None,
-                auto_offset_reset="latest",
-                fetch_max_wait_ms=settings.KAFKA_LIVE_FETCH_WAIT_MS,
-                metadata_max_age_ms=PARTITION_CHECK_SECONDS * 1000,
-            )
-            await consumer.start()
-            partitions = await kafka.wait_for_topic(consumer, topic, timeout=10)
-            assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
-            consumer.assign(assigned)
-            await consumer.seek_to_end(*assigned)
-            for tp in assigned:
-                await consumer.position(tp)  # resolve now, so nothing after "ready" is skipped
-            cluster = await kafka.fetch_cluster_id(consumer)
-            self.ready.set()
-            logger.info("live reader on %s, partitions %s", topic, sorted(partitions))
-            loop = asyncio.get_running_loop()
-            next_check = loop.time() + PARTITION_CHECK_SECONDS
-            while True:
-                if loop.time() >= next_check:
-                    next_check = loop.time() + PARTITION_CHECK_SECONDS
-                    current = await kafka.fetch_cluster_id(consumer)
-                    if current != cluster:
-                        # The broker came back empty: its logs are all new events.
-                        cluster = current
-                        logger.warning("live reader: new cluster %s, reading from start", cluster)
-                        await consumer.seek_to_beginning(*assigned)
-                    assigned = await self._follow_new_partitions(consumer, topic, assigned)
-                batch = await consumer.getmany(timeout_ms=1000)
-                items, events = [], []
-                for records in batch.values():
-                    for record in records:
-                        try:
-                            event = parse_event(record.value, max_bytes=settings.MAX_EVENT_BYTES)
-                        except InvalidEvent:
-                            continue  # the consumer groups dead-letter it; viewers never see it
-                        items.append(
-                            encode_item(record.topic, record.partition, record.offset, record.value)
-                        )
-                        events.append(event)
-                self.hub.publish(items, events)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.failed = True  # the next client to register starts a new reader
-            logger.exception("live reader stopped")
-        finally:
-            if consumer is not None:
-                await consumer.stop()
-
-    @staticmethod
-    async def _follow_new_partitions(
-        consumer: AIOKafkaConsumer, topic: str, assigned: list[TopicPartition]
-    ) -> list[TopicPartition]:
-        """Add partitions created since the reader started, read from their beginning."""
-        await consumer.topics()  # fresh metadata, so that new partitions show
-        known = {tp.partition for tp in assigned}
-        new = sorted((consumer.partitions_for_topic(topic) or set()) - known)
-        if not new:
-            return assigned
-        positions = {tp: await consumer.position(tp) for tp in assigned}
-        added = [TopicPartition(topic, partition) for partition in new]
-        consumer.assign([*assigned, *added])
-        for tp, position in positions.items():
-            consumer.seek(tp, position)
-        await consumer.seek_to_beginning(*added)
-        logger.info("live reader now also reads partitions %s", new)
-        return [*assigned, *added]
+def events_frame(items: list[str], *, sent_ms: int, replay: bool = False) -> str:
+    """The ``events`` frame carrying encoded ``items``, stamped with when it was cut."""
+    flag = ',"replay":true' if replay else ""
+    return f'{{"type":"events"{flag},"sent":{sent_ms},"events":[' + ",".join(items) + "]}"
 
 
 hub = FanoutHub()

@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -93,6 +93,13 @@ async def fetch_cluster_id(client: AIOKafkaConsumer | AIOKafkaProducer) -> str |
     """Ask the broker now for its cluster id (one metadata round trip)."""
     metadata = await _inner(client).fetch_all_metadata()
     return getattr(metadata, "eventsite_cluster_id", None)
+
+
+async def refresh_metadata(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Ask the broker now for the cluster metadata, so that the client knows
+    topics and partitions created since its last refresh; raise if no broker answers."""
+    if not await _inner(client).force_metadata_update():
+        raise KafkaConnectionError("no broker answered a metadata request")
 
 
 class BrokerReplaced(Exception):

@@ -16,11 +16,17 @@ def photo_upload_path(instance: Post, filename: str) -> str:
     return f"photos/{uuid.uuid4().hex}{suffix}"
 
 
+def thumbnail_upload_path(instance: Post, filename: str) -> str:
+    return f"thumbnails/{uuid.uuid4().hex}{PurePosixPath(filename).suffix.lower() or '.img'}"
+
+
 class Post(models.Model):
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="posts"
     )
     photo = models.ImageField(upload_to=photo_upload_path)
+    # The feed's smaller copy; blank for posts stored before thumbnails existed.
+    thumbnail = models.ImageField(upload_to=thumbnail_upload_path, blank=True)
     caption = models.CharField(max_length=2200)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
@@ -29,6 +35,83 @@ class Post(models.Model):
 
     def __str__(self) -> str:
         return f"{self.author} – {self.caption[:40]}"
+
+
+class Like(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="likes"
+    )
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="likes")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "post"], name="like_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} likes {self.post_id}"
+
+
+class Comment(models.Model):
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comments"
+    )
+    text = models.CharField(max_length=1000)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.author} on {self.post_id}: {self.text[:40]}"
+
+
+class Follow(models.Model):
+    follower = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="following"
+    )
+    followee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="followers"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["follower", "followee"], name="follow_once"),
+            models.CheckConstraint(
+                condition=~models.Q(follower=models.F("followee")), name="no_self_follow"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.follower_id} follows {self.followee_id}"
+
+
+class Notice(models.Model):
+    """What one user is told about an event that concerns them (someone liked or
+    commented on their photo, or followed them); written by the notifications
+    worker, at most once per event and recipient."""
+
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notices"
+    )
+    event_id = models.UUIDField()
+    kind = models.CharField(max_length=100)  # the event's type
+    actor_name = models.CharField(max_length=150)  # who did it, as they were named then
+    subject = models.CharField(max_length=255)  # what it is about: posts/12, users/3
+    text = models.CharField(max_length=500)  # the notice, shown as text
+    created_at = models.DateTimeField(db_index=True)  # the event's time
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["event_id", "recipient"], name="notice_once")
+        ]
+        indexes = [models.Index(fields=["recipient", "id"], name="notice_recipient_id")]
+
+    def __str__(self) -> str:
+        return f"to {self.recipient_id}: {self.text[:60]}"
 
 
 class OutboxEvent(models.Model):
@@ -102,6 +185,56 @@ class EventMinuteCount(models.Model):
         return f"{self.minute:%Y-%m-%d %H:%M} {self.type}: {self.count}"
 
 
+class UserDayActivity(models.Model):
+    """Events per actor per day (UTC), written with the raw events: daily active
+    users and the most active users, exact after raw events are pruned."""
+
+    day = models.DateField()
+    actor = models.CharField(max_length=255)
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "actor"], name="user_day_activity_unique")
+        ]
+        verbose_name_plural = "user day activity"
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.actor}: {self.count}"
+
+
+class PostDayEngagement(models.Model):
+    """Likes, unlikes and comments per post per day (UTC), written with the raw
+    events: top posts by engagement over any range of days."""
+
+    day = models.DateField()
+    post_id = models.BigIntegerField()  # not a key: the post may be deleted since
+    likes = models.PositiveIntegerField(default=0)
+    unlikes = models.PositiveIntegerField(default=0)
+    comments = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "post_id"], name="post_day_engagement_unique")
+        ]
+        verbose_name_plural = "post day engagement"
+
+    def __str__(self) -> str:
+        return f"{self.day} post {self.post_id}"
+
+
+class AnalyticsHorizon(models.Model):
+    """One row: raw analytics events older than ``pruned_before`` may have been
+    deleted (``manage.py prune_analytics``), so events from before it are no
+    longer recorded: a redelivered one could not be told from a new one."""
+
+    pruned_before = models.DateTimeField()
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"raw events pruned before {self.pruned_before}"
+
+
 class DeadLetter(models.Model):
     """A record a consumer group could not process, as it was on the topic.
 
@@ -137,3 +270,18 @@ class DeadLetter(models.Model):
         """The start of the value as text, undecodable bytes escaped."""
         raw = bytes(self.value or b"")[:300]
         return raw.decode("utf-8", errors="backslashreplace")
+
+
+class WatcherHeartbeat(models.Model):
+    """The signed-in users one web process streams to, as of its last heartbeat.
+
+    Written only by that process (monitor/presence.py); a row whose
+    ``beat_at`` is stale belongs to a process that stopped beating.
+    """
+
+    process = models.CharField(max_length=200, unique=True)
+    user_ids = models.JSONField(default=list)
+    beat_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.process}: {len(self.user_ids)} watching"

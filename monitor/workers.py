@@ -375,7 +375,9 @@ class BatchWorker:
         if self._database_thread is None:
             return
         with contextlib.suppress(DatabaseError):
-            await self._in_database_thread(connection.close)
+            # Looked up inside that thread: ``connection`` is per thread, and
+            # ``connection.close`` taken here would close this thread's instead.
+            await self._in_database_thread(_close_connection)
         self._database_thread.shutdown(wait=False)
         self._database_thread = None
 
@@ -459,3 +461,7 @@ def run_until_stopped(worker: BatchWorker | OutboxRelay) -> None:
         await worker.run()
 
     asyncio.run(main())
+
+
+def _close_connection() -> None:
+    connection.close()

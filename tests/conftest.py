@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -244,3 +245,38 @@ def processes(own_broker, media_root, tmp_path, settings) -> Iterator[Processes]
     group = Processes(env, tmp_path)
     yield group
     group.stop_all()
+
+
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+class Poster:
+    """A user who signed up through the real form and posts photos over HTTP."""
+
+    def __init__(self, base_url: str, username: str) -> None:
+        self.base_url = base_url
+        self.client = httpx.Client(base_url=base_url, timeout=30)
+        token = CSRF_FIELD.search(self.client.get("/accounts/signup/").text).group(1)
+        response = self.client.post(
+            "/accounts/signup/",
+            data={
+                "username": username,
+                "password": "a-long-pass-phrase-7",
+                "csrfmiddlewaretoken": token,
+            },
+            headers={"Referer": base_url + "/accounts/signup/"},
+        )
+        assert response.status_code == 302, response.text
+        self.token = CSRF_FIELD.search(self.client.get("/posts/new/").text).group(1)
+        self.photo = jpeg_bytes()
+
+    def post(self, caption: str) -> int:
+        """Post a photo; returns the new post's id."""
+        response = self.client.post(
+            "/posts/new/",
+            data={"caption": caption, "csrfmiddlewaretoken": self.token},
+            files={"photo": ("p.jpg", self.photo, "image/jpeg")},
+            headers={"Referer": self.base_url + "/posts/new/", "Accept": "application/json"},
+        )
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])

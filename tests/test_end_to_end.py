@@ -164,7 +164,9 @@ def test_a_subscriber_gets_only_what_its_filter_lets_through(stack: Stack) -> No
                     {"type": "subscribe", "filter": {"types": ["photo.posted"], "text": "HERON"}}
                 )
             )
-            subscribed = json.loads(await websocket.recv())
+            # Events frames before the answer belong to the earlier subscription.
+            answered = await receive_until(websocket, lambda f: f["type"] != "events", timeout=10)
+            subscribed = answered[-1]
             assert subscribed == {
                 "type": "subscribed",
                 "filter": {"types": ["photo.posted"], "text": "heron"},
@@ -182,6 +184,38 @@ def test_a_subscriber_gets_only_what_its_filter_lets_through(stack: Stack) -> No
     frames = asyncio.run(scenario())
     delivered = events_of(frames)
     assert [item["event"]["data"]["caption"] for item in delivered] == ["a grey heron, fishing"]
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("not json {", "malformed"),
+        ("[1, 2]", "not_an_object"),
+        ('{"type": "shout"}', "unknown_type"),
+        ('{"type": "subscribe", "filter": {"colour": "red"}}', "bad_filter"),
+        ('{"type": "subscribe", "filter": {"types": ["photo.burned"]}}', "bad_filter"),
+        ('{"type": "subscribe", "since": [17]}', "bad_replay"),
+        (b"\x00\x01binary", "binary_unsupported"),
+        ('{"type": "ping", "pad": "' + "x" * 70_000 + '"}', "too_large"),
+    ],
+)
+def test_a_malformed_message_gets_an_error_frame_and_the_connection_lives_on(
+    stack: Stack, message: str | bytes, code: str
+) -> None:
+    client = signed_in_client(stack, f"malformed-{code}-{len(message)}", "a-long-pass-phrase-7")
+
+    async def scenario() -> tuple[dict, dict]:
+        async with event_stream(stack, client, f"malformed-{code}-{len(message)}") as websocket:
+            await websocket.send(message)
+            frames = await receive_until(websocket, lambda f: f["type"] == "error", timeout=10)
+            error = frames[-1]
+            await websocket.send(json.dumps({"type": "ping"}))
+            frames = await receive_until(websocket, lambda f: f["type"] == "pong", timeout=10)
+            return error, frames[-1]
+
+    error, pong = asyncio.run(scenario())
+    assert error["type"] == "error" and error["code"] == code and error["message"]
+    assert pong == {"type": "pong"}
 
 
 def test_it_refuses_a_cookie_without_an_allowed_origin(stack: Stack) -> None:

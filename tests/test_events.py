@@ -203,8 +203,8 @@ MALFORMED: list[Any] = [
         encoded(setting("time", "2024-05-06T07:08:09")), ["time", "offset"], id="time-no-offset"
     ),
     pytest.param(
-        encoded(setting("type", "photo.deleted")),
-        ["unknown event type", "photo.deleted"],
+        encoded(setting("type", "photo.burned")),
+        ["unknown event type", "photo.burned"],
         id="unknown-type",
     ),
     pytest.param(encoded(without("data")), ["data", "json object"], id="data-missing"),

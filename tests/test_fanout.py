@@ -18,8 +18,9 @@ import pytest
 from monitor import fanout
 from monitor.delivery import ClientStream
 from monitor.events import build_event, encode_event
-from monitor.fanout import FanoutHub, encode_item
+from monitor.fanout import FanoutHub
 from monitor.filters import EventFilter
+from monitor.live_reader import encode_item
 
 TOPIC = "user-events"
 
@@ -54,6 +55,15 @@ def items(offsets: range) -> list[str]:
 
 def events_frame(batch: list[str]) -> dict[str, Any]:
     return {"type": "events", "events": [json.loads(item) for item in batch]}
+
+
+def decoded(frame: str) -> dict[str, Any]:
+    """A frame's JSON, without the time an events frame was cut (checked to be now)."""
+    content = json.loads(frame)
+    if content["type"] == "events":
+        sent = content.pop("sent")
+        assert abs(sent - time.time() * 1000) < 60_000
+    return content
 
 
 class Recorder:
@@ -106,7 +116,7 @@ def test_it_delivers_a_batch_as_one_frame_per_client_in_order() -> None:
 
         for recorder in recorders:
             assert len(recorder.frames) == 1
-            assert json.loads(recorder.frames[0]) == events_frame(batch)
+            assert decoded(recorder.frames[0]) == events_frame(batch)
         assert [stream.delivered for stream in streams] == [5, 5, 5]
         for stream in streams:
             stream.close()
@@ -149,8 +159,8 @@ def test_it_encodes_a_batch_once_per_filter_and_sends_a_client_only_what_it_aske
         await asyncio.sleep(0.05)
 
         assert recorders[1].frames[0] is recorders[2].frames[0]  # encoded once for both
-        assert json.loads(recorders[1].frames[0]) == events_frame(batch)
-        assert json.loads(recorders[0].frames[0]) == events_frame(batch)
+        assert decoded(recorders[1].frames[0]) == events_frame(batch)
+        assert decoded(recorders[0].frames[0]) == events_frame(batch)
         assert recorders[3].frames == []  # nothing it asked for: no empty frame either
         assert recorders[4].frames[0] is recorders[0].frames[0]
         for stream in streams:
@@ -172,7 +182,7 @@ def test_it_sends_each_tick_its_own_frame_without_repeating_events() -> None:
         hub.publish(second)
         await until(lambda: len(recorder.frames) == 2)
 
-        assert [json.loads(frame) for frame in recorder.frames] == [
+        assert [decoded(frame) for frame in recorder.frames] == [
             events_frame(first),
             events_frame(second),
         ]
@@ -202,7 +212,7 @@ def test_it_sends_at_once_after_a_quiet_tick_then_one_frame_per_tick(settings: A
         assert len(recorder.frames) == 1  # within the tick of the first frame
         await until(lambda: len(recorder.frames) == 2)
         assert time.monotonic() - started >= 0.19
-        assert json.loads(recorder.frames[1]) == events_frame(second + third)
+        assert decoded(recorder.frames[1]) == events_frame(second + third)
         stream.close()
 
     run(scenario)
@@ -228,7 +238,7 @@ def test_a_frame_to_many_clients_goes_out_in_slices_and_frames_stay_in_order(
         await until(lambda: all(len(recorder.frames) == 2 for recorder in recorders))
 
         for recorder in recorders:
-            assert [json.loads(frame) for frame in recorder.frames] == [
+            assert [decoded(frame) for frame in recorder.frames] == [
                 events_frame(first),
                 events_frame(second),
             ]
@@ -276,7 +286,7 @@ def test_it_tells_a_slow_client_exactly_how_many_events_it_missed() -> None:
         stream.offer("frame-7", 7)
         await until(lambda: len(send.frames) == 6)
 
-        assert json.loads(send.frames[3]) == {"type": "gap", "missed": 9}
+        assert decoded(send.frames[3]) == {"type": "gap", "missed": 9, "reason": "slow"}
         assert send.frames[4:] == ["frame-6", "frame-7"]
         assert stream.missed == 0
         assert stream.delivered == 1 + 2 + 3 + 6 + 7
@@ -306,14 +316,14 @@ def test_it_keeps_fast_clients_whole_while_a_slow_one_falls_behind() -> None:
         hub.publish(last)
         await until(lambda: len(slow.frames) == 5)
 
-        assert [json.loads(frame) for frame in fast.frames] == [
+        assert [decoded(frame) for frame in fast.frames] == [
             events_frame(batch) for batch in [*batches, last]
         ]
-        assert [json.loads(frame) for frame in slow.frames] == [
+        assert [decoded(frame) for frame in slow.frames] == [
             events_frame(batches[0]),
             events_frame(batches[1]),
             events_frame(batches[2]),
-            {"type": "gap", "missed": 6},
+            {"type": "gap", "missed": 6, "reason": "slow"},
             events_frame(last),
         ]
         fast_stream.close()
@@ -371,7 +381,7 @@ def test_it_makes_a_valid_frame_of_encoded_items() -> None:
         hub.publish(batch)
         await until(lambda: bool(recorder.frames))
 
-        frame = json.loads(recorder.frames[0])
+        frame = decoded(recorder.frames[0])
         assert frame["type"] == "events"
         assert [(e["partition"], e["offset"]) for e in frame["events"]] == [(0, 10), (1, 11)]
         assert [e["event"]["data"]["caption"] for e in frame["events"]] == ["naïve ✓"] * 2

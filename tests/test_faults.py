@@ -20,8 +20,7 @@ from monitor import kafka
 from monitor.events import build_event, encode_event
 from monitor.models import AnalyticsEvent, EventMinuteCount, OutboxEvent
 
-from .conftest import Processes, jpeg_bytes
-from .test_end_to_end import CSRF_FIELD
+from .conftest import Poster, Processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -54,37 +53,6 @@ def assert_counted_once(expected: set[uuid.UUID]) -> None:
     assert AnalyticsEvent.objects.count() == len(expected)
     total = EventMinuteCount.objects.aggregate(total=Sum("count"))["total"]
     assert total == len(expected)
-
-
-class Poster:
-    """A signed-up user posting photos through the real HTTP endpoint."""
-
-    def __init__(self, base_url: str, username: str) -> None:
-        self.client = httpx.Client(base_url=base_url, timeout=30)
-        self.base_url = base_url
-        page = self.client.get("/accounts/signup/")
-        token = CSRF_FIELD.search(page.text).group(1)
-        response = self.client.post(
-            "/accounts/signup/",
-            data={
-                "username": username,
-                "password": "a-long-pass-phrase-7",
-                "csrfmiddlewaretoken": token,
-            },
-            headers={"Referer": base_url + "/accounts/signup/"},
-        )
-        assert response.status_code == 302, response.text
-        self.token = CSRF_FIELD.search(self.client.get("/posts/new/").text).group(1)
-        self.photo = jpeg_bytes()
-
-    def post(self, caption: str) -> None:
-        response = self.client.post(
-            "/posts/new/",
-            data={"caption": caption, "csrfmiddlewaretoken": self.token},
-            files={"photo": ("p.jpg", self.photo, "image/jpeg")},
-            headers={"Referer": self.base_url + "/posts/new/", "Accept": "application/json"},
-        )
-        assert response.status_code == 201, response.text
 
 
 def test_posts_survive_broker_pauses_and_an_empty_restart(own_broker, processes: Processes) -> None:

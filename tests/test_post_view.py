@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from PIL import Image
 
 from monitor.events import parse_event
 from monitor.models import OutboxEvent, Post
@@ -60,7 +61,9 @@ def test_it_stores_a_post_and_redirects_to_the_feed(
     stored = Path(post.photo.path)
     assert stored.is_file()
     assert stored.resolve().is_relative_to(Path(settings.MEDIA_ROOT).resolve())
-    assert stored.read_bytes() == content
+    with Image.open(stored) as image:  # re-encoded, so compared by what it shows
+        assert (image.format, image.size) == ("JPEG", (80, 60))
+    assert stored.read_bytes() != content
     assert post.photo.name.startswith("photos/")
     assert post.photo.name.endswith(".jpg")
 
@@ -83,6 +86,7 @@ def test_it_saves_a_photo_posted_event_in_the_outbox(logged_in: Client, user: An
         "author": "alice",
         "caption": "Harbour",
         "photo_url": post.photo.url,
+        "thumbnail_url": post.thumbnail.url,
     }
 
 

@@ -76,8 +76,8 @@ def test_it_serves_everything_and_stops_every_process(tmp_path, signum) -> None:
         login = httpx.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=5)
         assert login.status_code == 200 and 'name="username"' in login.text
         pids = _child_pids(log.read_text())
-        # broker, web (runweb) and its two daphne processes, analytics, relay
-        assert len(pids) == 6, log.read_text()
+        # broker, web (runweb) and its two daphne processes, analytics, notifications, relay
+        assert len(pids) == 7, log.read_text()
         assert all(_alive(pid) for pid in pids)
     finally:
         process.send_signal(signum)

@@ -22,7 +22,8 @@ from django.test import Client
 from monitor import streams
 from monitor.broker import free_port
 from monitor.events import encode_event
-from monitor.fanout import FanoutHub, encode_item
+from monitor.fanout import FanoutHub
+from monitor.live_reader import encode_item
 from monitor.streams import EventStreamConsumer
 
 from .conftest import photo_event, signup_event
@@ -58,7 +59,14 @@ async def connected(user: Any) -> WebsocketCommunicator:
     accepted, _ = await communicator.connect(timeout=WELCOME_TIMEOUT)
     assert accepted
     welcome = await communicator.receive_json_from(timeout=WELCOME_TIMEOUT)
-    assert welcome == {"type": "welcome", "protocol": 1, "user": user.get_username()}
+    positions = welcome.pop("positions")
+    assert welcome == {
+        "type": "welcome",
+        "protocol": 1,
+        "user": user.get_username(),
+        "topic": django_settings.KAFKA_EVENTS_TOPIC,
+    }
+    assert all(int(offset) >= -1 for offset in positions.values()) and positions
     return communicator
 
 
@@ -242,7 +250,8 @@ def test_it_forwards_frames_from_the_hub_to_the_socket(
     user: Any, hub: FanoutHub, settings: Any
 ) -> None:
     settings.FANOUT_TICK_MS = 5
-    item = '{"topic":"user-events","partition":0,"offset":3,"event":{"id":"x"}}'
+    # Past the welcome's positions, as any event published after it would be.
+    item = '{"topic":"user-events","partition":0,"offset":1000000,"event":{"id":"x"}}'
 
     async def scenario() -> None:
         communicator = await connected(user)
@@ -250,6 +259,7 @@ def test_it_forwards_frames_from_the_hub_to_the_socket(
         hub.publish([item])
         frame = await communicator.receive_json_from(timeout=5)
 
+        assert isinstance(frame.pop("sent"), int)
         assert frame == {"type": "events", "events": [json.loads(item)]}
         await communicator.disconnect()
 
@@ -260,8 +270,8 @@ def test_it_filters_on_the_server_and_changes_the_filter_without_reconnecting(
     user: Any, hub: FanoutHub, settings: Any
 ) -> None:
     settings.FANOUT_TICK_MS = 5
-    signed_up = encode_item("user-events", 0, 1, encode_event(signup_event(7)))
-    posted = encode_item("user-events", 1, 1, encode_event(photo_event(3, author_id=7)))
+    signed_up = encode_item("user-events", 0, 10**6, encode_event(signup_event(7)))
+    posted = encode_item("user-events", 1, 10**6, encode_event(photo_event(3, author_id=7)))
 
     async def scenario() -> None:
         communicator = await connected(user)

@@ -17,8 +17,7 @@ from monitor import kafka
 from monitor.events import encode_event
 from monitor.wire import DirectSocket, text_frame
 
-from .conftest import Processes, photo_event
-from .test_faults import Poster
+from .conftest import Poster, Processes, photo_event
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
@@ -149,6 +148,7 @@ def test_a_client_that_stops_reading_gets_a_gap_notice_and_exact_counts(
 
     received, missed, gaps = asyncio.run(scenario())
     assert gaps, f"a client that fell behind was not told ({received} received)"
+    assert {gap["reason"] for gap in gaps} == {"slow"}
     assert missed > 0 and received > 0
     assert received + missed == total
     health = httpx.get(processes.base_url + "/healthz", timeout=10)

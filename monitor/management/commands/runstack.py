@@ -98,6 +98,7 @@ class Command(BaseCommand):
         return [
             Child("web", [*manage, "runweb", "--host", host, "--port", str(port)]),
             Child("analytics", [*manage, "run_analytics"]),
+            Child("notifications", [*manage, "run_notifications"]),
             Child("relay", [*manage, "relay_outbox"]),
         ]
 

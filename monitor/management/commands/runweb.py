@@ -62,7 +62,12 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._request_stop)
         signal.signal(signal.SIGTERM, self._request_stop)
         fd = sock.fileno()
-        argv = [sys.executable, "-m", "daphne", "--fd", str(fd), str(options["application"])]
+        argv = [sys.executable, "-m", "daphne", "--fd", str(fd)]
+        # WebSocket heartbeats: a ping every WS_PING_SECONDS; a connection that
+        # answers none for WS_PING_TIMEOUT_SECONDS is closed.
+        argv += ["--ping-interval", str(settings.WS_PING_SECONDS)]
+        argv += ["--ping-timeout", str(settings.WS_PING_TIMEOUT_SECONDS)]
+        argv.append(str(options["application"]))
         children: list[subprocess.Popen[bytes]] = []
         code = 0
         try:
