@@ -29,7 +29,9 @@ DJANGO6_TESTS := tests/test_events.py tests/test_post_view.py tests/test_analyti
 	tests/test_admin.py tests/test_healthz.py tests/test_streams.py tests/test_end_to_end.py \
 	tests/test_outbox.py tests/test_workers.py tests/test_serving.py tests/test_replay.py \
 	tests/test_dashboard_data.py tests/test_uploads.py tests/test_social.py tests/test_notifications.py \
-	tests/test_admin_analytics.py tests/test_prune.py
+	tests/test_admin_analytics.py tests/test_prune.py tests/test_tokens.py tests/test_socket_auth.py \
+	tests/test_socket_security.py tests/test_message_rate.py tests/test_http_security.py \
+	tests/test_ratelimit.py tests/test_kafka_security.py tests/test_tail_events.py
 test-django6:
 	@test -n "$(PYTHON312)" || { echo "set PYTHON312 to a Python 3.12+ interpreter"; exit 2; }
 	test -x $(DJANGO6_VENV)/bin/python || $(PYTHON312) -m venv $(DJANGO6_VENV)

@@ -10,13 +10,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventsite.settings")
 # Load Django before importing anything that touches models.
 django.setup(set_prefix=False)
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from monitor.routing import websocket_urlpatterns  # noqa: E402
+from monitor.socket_auth import StreamAuthMiddleware  # noqa: E402
 from monitor.wire import DirectSocketMiddleware  # noqa: E402
 
 from .serving import PooledThreadsHandler, skip_twisted_form_parsing  # noqa: E402
@@ -30,7 +29,8 @@ application = ProtocolTypeRouter(
     {
         "http": http_app,
         "websocket": DirectSocketMiddleware(
-            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+            # A token, or the session cookie from the site's own pages only.
+            StreamAuthMiddleware(URLRouter(websocket_urlpatterns))
         ),
     }
 )

@@ -7,12 +7,15 @@ Kafka-compatible broker that ``manage.py runstack`` starts.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from .kafka_security import check_kafka_security
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.getenv("EVENTSITE_VAR_DIR", BASE_DIR / "var"))
@@ -45,11 +48,12 @@ def envlist(name: str, default: str) -> list[str]:
 
 
 DEBUG = envbool("DJANGO_DEBUG", True)
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-only-for-the-embedded-default"
 SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
-    SECRET_KEY = "insecure-development-key-only-for-the-embedded-default"
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", "")
@@ -68,6 +72,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "eventsite.security.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -75,6 +80,20 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Security headers on every response (README, "Security"); eventsite.production
+# adds the HTTPS settings.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+# eventsite/security.py adds this policy to every response that has none:
+# scripts, styles, fetches and WebSockets from this site only ('self' covers
+# ws: and wss: to the same host and port). EVENTSITE_CSP replaces it whole.
+CONTENT_SECURITY_POLICY = os.getenv("EVENTSITE_CSP") or (
+    "default-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data: blob:; "
+    "style-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
 
 ROOT_URLCONF = "eventsite.urls"
 ASGI_APPLICATION = "eventsite.asgi.application"
@@ -181,6 +200,33 @@ KAFKA_SESSION_TIMEOUT_MS = envint("KAFKA_SESSION_TIMEOUT_MS", 10_000)
 # How long a live reader's fetch may wait for data; low for low latency.
 KAFKA_LIVE_FETCH_WAIT_MS = envint("KAFKA_LIVE_FETCH_WAIT_MS", 5)
 
+# Kafka security, for every producer, consumer and admin client (README,
+# "Kafka security"). Checked here: a wrong or ignored setting stops the
+# process at start instead of failing, or leaking, at the first connection.
+KAFKA_SECURITY_PROTOCOL = os.getenv("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
+KAFKA_SASL_MECHANISM = os.getenv("KAFKA_SASL_MECHANISM", "").strip().upper()
+KAFKA_SASL_USERNAME = os.getenv("KAFKA_SASL_USERNAME", "")
+KAFKA_SASL_PASSWORD = os.getenv("KAFKA_SASL_PASSWORD", "")
+KAFKA_SSL_CAFILE = os.getenv("KAFKA_SSL_CAFILE", "")
+KAFKA_SSL_CERTFILE = os.getenv("KAFKA_SSL_CERTFILE", "")
+KAFKA_SSL_KEYFILE = os.getenv("KAFKA_SSL_KEYFILE", "")
+KAFKA_SSL_KEY_PASSWORD = os.getenv("KAFKA_SSL_KEY_PASSWORD", "")
+# Off accepts a broker certificate issued for another host name (still
+# signed by a trusted CA): only for brokers reached by an address their
+# certificates do not list.
+KAFKA_SSL_CHECK_HOSTNAME = envbool("KAFKA_SSL_CHECK_HOSTNAME", True)
+check_kafka_security(
+    protocol=KAFKA_SECURITY_PROTOCOL,
+    mechanism=KAFKA_SASL_MECHANISM,
+    username=KAFKA_SASL_USERNAME,
+    password=KAFKA_SASL_PASSWORD,
+    cafile=KAFKA_SSL_CAFILE,
+    certfile=KAFKA_SSL_CERTFILE,
+    keyfile=KAFKA_SSL_KEYFILE,
+    key_password=KAFKA_SSL_KEY_PASSWORD,
+    bootstrap_servers=KAFKA_BOOTSTRAP_SERVERS,
+)
+
 EVENT_SOURCE = os.getenv("EVENTSITE_EVENT_SOURCE", "/eventsite")
 # Publish each event right after its transaction commits; off leaves it to the
 # outbox relay alone.
@@ -218,6 +264,16 @@ FANOUT_SLOW_CLOSE_SECONDS = envint("FANOUT_SLOW_CLOSE_SECONDS", 20)
 # WebSocket heartbeats (daphne's pings, set by `manage.py runweb`).
 WS_PING_SECONDS = envint("EVENTSITE_WS_PING_SECONDS", 20)
 WS_PING_TIMEOUT_SECONDS = envint("EVENTSITE_WS_PING_TIMEOUT_SECONDS", 30)
+# What a WebSocket client may send: messages over this size are refused by
+# daphne before they reach the application (close code 1009) ...
+WS_MAX_MESSAGE_BYTES = envint("EVENTSITE_WS_MAX_MESSAGE_BYTES", 64 * 1024)
+# ... and at most this many messages a second, in bursts of WS_MESSAGE_BURST
+# (see monitor.message_rate; 0 turns the limit off).
+WS_MESSAGES_PER_SECOND = envint("EVENTSITE_WS_MESSAGES_PER_SECOND", 20)
+WS_MESSAGE_BURST = envint("EVENTSITE_WS_MESSAGE_BURST", 40)
+# How often each web process checks that its signed-in sockets' sessions and
+# tokens still stand (a logout closes that session's sockets within this).
+SOCKET_AUTH_CHECK_MS = envint("EVENTSITE_SOCKET_AUTH_CHECK_MS", 500)
 # Resume and history (monitor/replay.py): at most this many events per
 # partition are replayed to a reconnecting client (the rest are announced
 # as missed), and at most this many replays run at once per web process.
@@ -253,3 +309,56 @@ PRESENCE_HEARTBEAT_SECONDS = envint("EVENTSITE_PRESENCE_HEARTBEAT_SECONDS", 5)
 # How often each web process asks the database for new notices for the users
 # connected to /ws/notices/ through it.
 NOTICES_POLL_MS = envint("EVENTSITE_NOTICES_POLL_MS", 500)
+
+# --- Rate limits (monitor/ratelimit.py) --------------------------------------
+
+
+def envrates(name: str, defaults: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """Limits as ``action=N/S,...`` (at most N requests every S seconds), each
+    over its default; ``action=off``, or the whole value ``off``, lifts limits."""
+    value = os.getenv(name, "").strip()
+    if value.lower() == "off":
+        return {}
+    rates, given = dict(defaults), set()
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        action, _, rate = (part.strip() for part in item.partition("="))
+        if action not in defaults:
+            known = ", ".join(sorted(defaults))
+            raise ImproperlyConfigured(f"{name}: unknown action {action!r} (known: {known})")
+        if action in given:
+            raise ImproperlyConfigured(f"{name}: {action!r} is given twice")
+        given.add(action)
+        count, slash, seconds = rate.partition("/")
+        if rate.lower() == "off":
+            del rates[action]
+        elif slash and count.isdecimal() and seconds.isdecimal() and int(count) and int(seconds):
+            rates[action] = (int(count), int(seconds))
+        else:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} must be {action}=N/S (at most N requests every S seconds, "
+                f"both whole numbers above 0) or {action}=off"
+            )
+    return rates
+
+
+def envnetworks(name: str) -> list[str]:
+    networks = []
+    for item in envlist(name, ""):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not an IP address or network (such as 10.0.0.0/8)"
+            ) from None
+    return networks
+
+
+# Posting, liking (and unliking), commenting and signing in, counted per
+# signed-in user and per client address (sign-ins: per address and per
+# username tried); past a limit, requests are answered 429 until the window ends.
+RATE_LIMITS = envrates(
+    "EVENTSITE_RATE_LIMITS",
+    {"post": (10, 60), "like": (120, 60), "comment": (30, 60), "login": (10, 300)},
+)
+# Proxies whose X-Forwarded-For is believed; from anyone else it is ignored.
+TRUSTED_PROXIES = envnetworks("EVENTSITE_TRUSTED_PROXIES")

@@ -3,9 +3,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.static import serve
 
-from monitor import views
+from monitor import api, token_views, views
+from monitor.login import RateLimitedLoginView
+
+from .media import serve_media
 
 urlpatterns = [
     path("", views.feed, name="feed"),
@@ -25,12 +27,18 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("notices/", views.notices, name="notices"),
     path("notices/read/", views.notices_read, name="notices_read"),
+    path("settings/tokens/", token_views.tokens, name="tokens"),
+    path(
+        "settings/tokens/<int:token_id>/revoke/",
+        token_views.token_revoke_view,
+        name="token_revoke",
+    ),
+    path("api/posts/", api.posts, name="api_posts"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/login/", RateLimitedLoginView.as_view()),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]
 
 if settings.SERVE_FILES:
-    urlpatterns.append(
-        re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
-    )
+    urlpatterns.append(re_path(r"^media/(?P<path>.*)$", serve_media, name="media"))

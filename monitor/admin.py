@@ -10,6 +10,7 @@ from .deadletters import redrive_now
 from .events import EVENT_TYPES
 from .models import (
     AnalyticsEvent,
+    ApiToken,
     Comment,
     DeadLetter,
     EventMinuteCount,
@@ -21,6 +22,7 @@ from .models import (
     PostDayEngagement,
     UserDayActivity,
 )
+from .tokens import token_create, token_revoke
 
 
 @admin.register(Post)
@@ -198,3 +200,43 @@ class DeadLetterAdmin(ReadOnlyAdmin):
             return
         level = messages.SUCCESS if done == len(letters) else messages.WARNING
         self.message_user(request, f"Re-drove {done} of {len(letters)} dead letters.", level)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Every user's tokens: staff can revoke any, or make one for a user (shown
+    once, in the message after saving). Only digests are stored."""
+
+    list_display = ("name", "user", "prefix", "created", "last_used", "revoked")
+    list_filter = (("revoked", admin.EmptyFieldListFilter),)
+    search_fields = ("name", "user__username", "prefix")
+    list_select_related = ("user",)
+    actions = ("revoke",)
+    fields = ("user", "name", "prefix", "created", "last_used", "revoked")
+    raw_id_fields = ("user",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple:
+        if obj is None:
+            return ("prefix", "created", "last_used", "revoked")
+        return ("user", "name", "prefix", "created", "last_used", "revoked")
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: object, change: bool) -> None:
+        if change:
+            return  # nothing of a token can be changed, only revoked
+        row, token = token_create(user=obj.user, name=obj.name)
+        obj.pk, obj.prefix, obj.digest, obj.created = row.pk, row.prefix, row.digest, row.created
+        self.message_user(
+            request,
+            f"Token for {obj.user}: {token} (copy it now: it is not shown again)",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request: HttpRequest, queryset: object) -> None:
+        count = 0
+        for token in ApiToken.objects.filter(pk__in=queryset, revoked__isnull=True):  # type: ignore[misc]
+            token_revoke(token=token)
+            count += 1
+        self.message_user(
+            request, f"{count} token(s) revoked; their sockets close within a second."
+        )

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -116,9 +117,43 @@ def bootstrap_servers() -> str:
     return servers
 
 
+def security_options() -> dict[str, Any]:
+    """The aiokafka keyword arguments for the ``KAFKA_SECURITY_*``, ``KAFKA_SASL_*`` and
+    ``KAFKA_SSL_*`` settings (checked together when the settings load).
+
+    ``security_protocol`` always; with SSL or SASL_SSL a new ``ssl_context`` that
+    trusts ``KAFKA_SSL_CAFILE`` (the system's CAs when empty) and presents the client
+    certificate if one is set; with SASL_PLAINTEXT or SASL_SSL the mechanism and the
+    credentials (aiokafka names them ``sasl_plain_*`` for SCRAM too).
+    """
+    protocol = settings.KAFKA_SECURITY_PROTOCOL
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        context = create_ssl_context(
+            cafile=settings.KAFKA_SSL_CAFILE or None,
+            certfile=settings.KAFKA_SSL_CERTFILE or None,
+            keyfile=settings.KAFKA_SSL_KEYFILE or None,
+            # A callable, so that OpenSSL never prompts on the terminal for a key password.
+            password=lambda: settings.KAFKA_SSL_KEY_PASSWORD,
+        )
+        # Off, the certificate must still be signed by a trusted CA; only its name is not checked.
+        context.check_hostname = settings.KAFKA_SSL_CHECK_HOSTNAME
+        options["ssl_context"] = context
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        options["sasl_mechanism"] = settings.KAFKA_SASL_MECHANISM
+        options["sasl_plain_username"] = settings.KAFKA_SASL_USERNAME
+        options["sasl_plain_password"] = settings.KAFKA_SASL_PASSWORD
+    return options
+
+
 def connection_options() -> dict[str, Any]:
-    """Options shared by every producer, consumer and admin client."""
-    return {"bootstrap_servers": bootstrap_servers(), "client_id": "eventsite"}
+    """Options shared by every producer, consumer and admin client: where the
+    brokers are, and how to connect to them securely (:func:`security_options`)."""
+    return {
+        "bootstrap_servers": bootstrap_servers(),
+        "client_id": "eventsite",
+        **security_options(),
+    }
 
 
 def make_producer(**overrides: Any) -> AIOKafkaProducer:

@@ -43,9 +43,11 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.db.models import Count, Max
 
 from .events import format_time
+from .message_rate import admitted
 from .models import Notice
 from .notifications import notice_link
-from .streams import CLOSE_BROKER_UNAVAILABLE, accept_signed_in
+from .socket_auth import accept_signed_in, sockets
+from .streams import CLOSE_BROKER_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +315,7 @@ class NoticeStreamConsumer(AsyncJsonWebsocketConsumer):
         self.floor = floor
 
     async def disconnect(self, code: int) -> None:
+        sockets.remove(self)
         if self.user_id is not None:
             poller.remove(self)
 
@@ -329,6 +332,8 @@ class NoticeStreamConsumer(AsyncJsonWebsocketConsumer):
             logger.debug("notice not sent to a closing socket", exc_info=True)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not await admitted(self):
+            return
         if text_data is None or len(text_data) > MAX_CLIENT_FRAME_CHARS:
             await self.send_error("malformed", "send small JSON text frames")
             return

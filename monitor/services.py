@@ -33,7 +33,14 @@ def user_signup(*, username: str, password: str) -> User:
 
 
 def post_create(*, author: User, photo: UploadedFile | ProcessedPhoto, caption: str) -> Post:
-    """Store a photo post and emit ``photo.posted``.
+    """Store a photo post and emit ``photo.posted`` (see :func:`post_publish`)."""
+    return post_publish(author=author, photo=photo, caption=caption)[0]
+
+
+def post_publish(
+    *, author: User, photo: UploadedFile | ProcessedPhoto, caption: str
+) -> tuple[Post, Event]:
+    """Store a photo post and emit ``photo.posted``; returns the post and its event.
 
     ``photo`` is an upload, checked and re-encoded here (raises
     ``images.PhotoRejected``), or what ``PostForm`` made of one. Only the
@@ -51,7 +58,7 @@ def post_create(*, author: User, photo: UploadedFile | ProcessedPhoto, caption: 
         post.thumbnail.save(thumbnail.filename("thumbnail"), thumbnail.as_file(), save=False)
         with transaction.atomic():
             post.save()
-            emit_event(
+            event = emit_event(
                 type="photo.posted",
                 subject=f"posts/{post.pk}",
                 actor=str(author.pk),
@@ -69,7 +76,7 @@ def post_create(*, author: User, photo: UploadedFile | ProcessedPhoto, caption: 
             if file.name:
                 file.delete(save=False)
         raise
-    return post
+    return post, event
 
 
 # --- Likes, comments, follows and deletes -----------------------------------

@@ -33,17 +33,18 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import presence
+from . import presence, socket_auth
 from .delivery import ClientGone, ClientStream, DirectStream, gap_notice
 from .fanout import hub
 from .filters import BadFilter, EventFilter
+from .message_rate import admitted
 from .replay import BadReplay, ReplayRequest, replay_then_live
+from .socket_auth import accept_signed_in
 from .wire import DIRECT_SOCKET_EXTENSION
 
 logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
-CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BAD_REQUEST = 4400
 CLOSE_BROKER_UNAVAILABLE = 4503
 MAX_CLIENT_FRAME_CHARS = 64 * 1024
@@ -104,6 +105,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         return ClientStream(self._send_text, max_frames=settings.FANOUT_CLIENT_QUEUE_FRAMES)
 
     async def disconnect(self, code: int) -> None:
+        socket_auth.sockets.remove(self)
         await self.stop_replay()
         if self.stream is not None:
             hub.unregister(self.stream)
@@ -113,6 +115,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             self.watcher_id = None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not await admitted(self):
+            return
         if text_data is None:
             await self.send_error("binary_unsupported", "send JSON text frames")
             return
@@ -199,18 +203,6 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     async def _send_text(self, frame: str) -> None:
         await self.send(text_data=frame)
-
-
-async def accept_signed_in(consumer: Any) -> Any:
-    """Accept the connection and return its signed-in user; an anonymous one is
-    told why and closed with CLOSE_UNAUTHENTICATED (None is returned)."""
-    await consumer.accept()
-    user = consumer.scope.get("user")
-    if user is None or not user.is_authenticated:
-        await consumer.send_error("unauthenticated", "sign in first")
-        await consumer.close(code=CLOSE_UNAUTHENTICATED)
-        return None
-    return user
 
 
 def requested_at_connect(query_string: bytes) -> tuple[EventFilter, ReplayRequest | None]:

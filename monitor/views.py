@@ -27,6 +27,7 @@ from .events import EVENT_TYPES, Event, format_time
 from .forms import CommentForm, PostForm, SignupForm
 from .models import Comment, Follow, Like, Notice, Post
 from .notifications import notice_link
+from .ratelimit import rate_limited
 from .selectors import attach_comments, is_following, post_cards, profile_counts
 from .services import (
     comment_add,
@@ -61,6 +62,7 @@ def wants_json(request: HttpRequest) -> bool:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@rate_limited("post")
 def post_new(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return render(request, "monitor/post_form.html", {"form": PostForm()})
@@ -315,16 +317,19 @@ def _counted(event: Event | None, field: str, count: Callable[[], int]) -> tuple
 
 
 @social_action
+@rate_limited("like")
 def post_like(request: HttpRequest, post_id: int) -> HttpResponse:
     return _like_answer(request, post_id, like=True)
 
 
 @social_action
+@rate_limited("like")
 def post_unlike(request: HttpRequest, post_id: int) -> HttpResponse:
     return _like_answer(request, post_id, like=False)
 
 
 @social_action
+@rate_limited("comment")
 def post_comment(request: HttpRequest, post_id: int) -> HttpResponse:
     post = Post.objects.get(pk=post_id)
     form = CommentForm(request.POST)

@@ -152,6 +152,10 @@ class DirectSocketMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         socket = direct_socket(send)
         if socket is not None:
+            # A connection failed by autobahn (a message over daphne's size
+            # limit, a protocol error) gets a close frame saying why (1009,
+            # 1002...) rather than a bare TCP drop the client sees as 1006.
+            socket.protocol.failByDrop = False
             extensions = {**scope.get("extensions", {}), DIRECT_SOCKET_EXTENSION: socket}
             scope = {**scope, "extensions": extensions}
         return await self.inner(scope, receive, send)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from monitor.broker import EmbeddedBroker, free_port
 from monitor.events import build_event
-from monitor.processes import stop_processes
+from monitor.processes import daphne_command, stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +47,20 @@ def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, media_root: Path) -> None:
     settings.MEDIA_ROOT = media_root
+
+
+# Tests post, like and sign in many times a minute from one address: generous
+# rate limits here and in the servers they start (which copy os.environ),
+# unless a test sets its own (tests/test_ratelimit.py).
+TEST_RATE_LIMITS = {action: (10_000, 60) for action in ("post", "like", "comment", "login")}
+os.environ["EVENTSITE_RATE_LIMITS"] = ",".join(
+    f"{action}={count}/{seconds}" for action, (count, seconds) in TEST_RATE_LIMITS.items()
+)
+
+
+@pytest.fixture(autouse=True)
+def _generous_rate_limits(settings) -> None:
+    settings.RATE_LIMITS = dict(TEST_RATE_LIMITS)
 
 
 def signup_event(n: int, *, at: datetime | None = None, source: str = "/test") -> dict:
@@ -145,18 +159,7 @@ def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Itera
         env["DATABASE_URL"] = f"sqlite:///{db_name}"
     processes = {
         "web": subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "eventsite.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
+            daphne_command("-b", "127.0.0.1", "-p", str(port)), cwd=ROOT, env=env
         ),
         "analytics": subprocess.Popen(
             [sys.executable, "manage.py", "run_analytics"], cwd=ROOT, env=env
@@ -186,20 +189,12 @@ class Processes:
     def start(self, name: str) -> subprocess.Popen[bytes]:
         if name == "web":
             self.port = self.port or free_port()
-            argv = [
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "eventsite.asgi:application",
-            ]
+            argv = daphne_command("-b", "127.0.0.1", "-p", str(self.port))
         else:
-            argv = self.COMMANDS[name]
+            argv = [sys.executable, *self.COMMANDS[name]]
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         process = subprocess.Popen(
-            [sys.executable, *argv], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         self.running[name] = process

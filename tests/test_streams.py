@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from channels.auth import AuthMiddlewareStack
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.contrib.auth.models import AnonymousUser
@@ -24,7 +23,9 @@ from monitor.broker import free_port
 from monitor.events import encode_event
 from monitor.fanout import FanoutHub
 from monitor.live_reader import encode_item
+from monitor.socket_auth import StreamAuthMiddleware
 from monitor.streams import EventStreamConsumer
+from monitor.tokens import token_create
 
 from .conftest import photo_event, signup_event
 
@@ -46,11 +47,29 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), timeout=60))
 
 
-def communicator_for(user: Any) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(EventStreamConsumer.as_asgi(), PATH)
-    if user is not None:
-        communicator.scope["user"] = user
-    return communicator
+@pytest.fixture
+def user(user: Any) -> Any:
+    """The signed-up user, with an API token to connect with."""
+    user.api_token = token_create(user=user, name="stream tests")[1]
+    return user
+
+
+def communicator_for(
+    user: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> WebsocketCommunicator:
+    """A client of the consumer behind the site's sign-in middleware, signed in
+    with ``user``'s token (if any) or the ``headers`` given."""
+    headers = list(headers or [])
+    token = getattr(user, "api_token", None)
+    if token is not None:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    application = StreamAuthMiddleware(EventStreamConsumer.as_asgi())
+    return WebsocketCommunicator(application, PATH, headers=headers)
+
+
+def cookie_headers(cookie: bytes) -> list[tuple[bytes, bytes]]:
+    """A session cookie sent from the site's own page."""
+    return [(b"cookie", cookie), (b"origin", b"http://testserver"), (b"host", b"testserver")]
 
 
 async def connected(user: Any) -> WebsocketCommunicator:
@@ -114,8 +133,7 @@ def test_it_authenticates_with_the_session_cookie(user: Any) -> None:
     cookie = f"{django_settings.SESSION_COOKIE_NAME}={session_id}".encode()
 
     async def scenario() -> None:
-        application = AuthMiddlewareStack(EventStreamConsumer.as_asgi())
-        communicator = WebsocketCommunicator(application, PATH, headers=[(b"cookie", cookie)])
+        communicator = communicator_for(None, cookie_headers(cookie))
         await communicator.connect(timeout=WELCOME_TIMEOUT)
 
         welcome = await communicator.receive_json_from(timeout=WELCOME_TIMEOUT)
@@ -129,9 +147,8 @@ def test_it_authenticates_with_the_session_cookie(user: Any) -> None:
 
 def test_it_refuses_a_session_cookie_it_does_not_know() -> None:
     async def scenario() -> None:
-        application = AuthMiddlewareStack(EventStreamConsumer.as_asgi())
         cookie = f"{django_settings.SESSION_COOKIE_NAME}=forged0session0id".encode()
-        communicator = WebsocketCommunicator(application, PATH, headers=[(b"cookie", cookie)])
+        communicator = communicator_for(None, cookie_headers(cookie))
         await communicator.connect(timeout=5)
 
         error = await communicator.receive_json_from(timeout=5)

@@ -155,12 +155,13 @@ window.EventStream = function (handlers) {
     replaying = false;
     if (stopped) return;
     if (event.code === 4401) { status("error", "Not signed in: log in again"); return; }
+    if (event.code === 4403) { status("error", "Refused: this page's origin is not allowed"); return; }
     if (event.code === 4400) {
       status("error", "The server refused the filter" + (event.reason ? ": " + event.reason : ""));
       return;
     }
     if (event.code === 4008) delay = FIRST_DELAY;  // fell behind: resume at once
-    scheduleReconnect({ 4503: "Broker unavailable", 4008: "Fell behind" }[event.code]);
+    scheduleReconnect({ 4503: "Broker unavailable", 4008: "Fell behind", 4429: "Too many messages" }[event.code]);
   }
 
   function connect() {

@@ -27,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from monitor.processes import stop_processes
+from monitor.processes import daphne_command, stop_processes
 
 STOP_TIMEOUT = 10.0
 
@@ -62,12 +62,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._request_stop)
         signal.signal(signal.SIGTERM, self._request_stop)
         fd = sock.fileno()
-        argv = [sys.executable, "-m", "daphne", "--fd", str(fd)]
-        # WebSocket heartbeats: a ping every WS_PING_SECONDS; a connection that
-        # answers none for WS_PING_TIMEOUT_SECONDS is closed.
-        argv += ["--ping-interval", str(settings.WS_PING_SECONDS)]
-        argv += ["--ping-timeout", str(settings.WS_PING_TIMEOUT_SECONDS)]
-        argv.append(str(options["application"]))
+        argv = daphne_command("--fd", str(fd), application=str(options["application"]))
         children: list[subprocess.Popen[bytes]] = []
         code = 0
         try:
