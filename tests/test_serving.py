@@ -175,8 +175,8 @@ def test_writers_in_other_processes_wait_for_the_turn(tmp_path) -> None:
     here = sqlite_backend.turn_for(database)
     script = (
         "import sys, time; from eventsite.sqlite3.base import turn_for;"
-        f" turn = turn_for({database!r}); started = time.monotonic();"
-        " got = turn.acquire(timeout=float(sys.argv[1]));"
+        f" turn = turn_for({database!r}); print('waiting', flush=True);"
+        " started = time.monotonic(); got = turn.acquire(timeout=float(sys.argv[1]));"
         " print(got, round(time.monotonic() - started, 2))"
     )
     assert here.acquire(timeout=1)
@@ -184,10 +184,14 @@ def test_writers_in_other_processes_wait_for_the_turn(tmp_path) -> None:
         waited = subprocess.run(
             [sys.executable, "-c", script, "0.3"], capture_output=True, text=True, check=True
         ).stdout.split()
-        assert waited[0] == "False" and float(waited[1]) >= 0.3  # the turn is taken here
-        other = subprocess.Popen([sys.executable, "-c", script, "10"], stdout=subprocess.PIPE)
+        assert waited[1] == "False" and float(waited[2]) >= 0.3  # the turn is taken here
+        other = subprocess.Popen(
+            [sys.executable, "-c", script, "10"], stdout=subprocess.PIPE, text=True
+        )
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "waiting"  # it is about to ask
         time.sleep(0.5)
     finally:
         here.release()
-    got, after = other.communicate(timeout=20)[0].decode().split()
+    got, after = other.communicate(timeout=20)[0].split()
     assert got == "True" and 0.3 <= float(after) < 5  # it went as soon as it was given back
