@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-django6 lint format check clean
+.PHONY: run test test-postgres test-django6 lint format check clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "eventsite needs Python 3.11 or newer")'
@@ -23,6 +23,12 @@ run: $(VENV)/.runtime  ## serve at http://127.0.0.1:8000 with broker and workers
 test: $(VENV)/.dev  ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The whole suite again on PostgreSQL (it fails at once when the server cannot
+# be reached). The tests run in test_<database>, or in EVENTSITE_TEST_DB if set.
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
+test-postgres: $(VENV)/.dev  ## the whole test suite on PostgreSQL
+	DATABASE_URL=$(POSTGRES_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
 # The same code on Django 6 (which needs Python 3.12+): PYTHON312=python3.12 make test-django6
 DJANGO6_VENV := .venv-django6
 DJANGO6_TESTS := tests/test_events.py tests/test_post_view.py tests/test_analytics.py \
@@ -31,7 +37,8 @@ DJANGO6_TESTS := tests/test_events.py tests/test_post_view.py tests/test_analyti
 	tests/test_dashboard_data.py tests/test_uploads.py tests/test_social.py tests/test_notifications.py \
 	tests/test_admin_analytics.py tests/test_prune.py tests/test_tokens.py tests/test_socket_auth.py \
 	tests/test_socket_security.py tests/test_message_rate.py tests/test_http_security.py \
-	tests/test_ratelimit.py tests/test_kafka_security.py tests/test_tail_events.py
+	tests/test_ratelimit.py tests/test_kafka_security.py tests/test_tail_events.py \
+	tests/test_compose.py tests/test_scale_out.py
 test-django6:
 	@test -n "$(PYTHON312)" || { echo "set PYTHON312 to a Python 3.12+ interpreter"; exit 2; }
 	test -x $(DJANGO6_VENV)/bin/python || $(PYTHON312) -m venv $(DJANGO6_VENV)

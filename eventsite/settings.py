@@ -140,6 +140,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.getenv("EVENTSITE_TEST_DB", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))
     }
+elif os.getenv("EVENTSITE_TEST_DB"):
+    # On a database server the test database is test_<NAME> unless this names
+    # another, so that two test runs against one server never share it.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["EVENTSITE_TEST_DB"]}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -6,10 +6,13 @@ that transaction commits, hands it to the in-process publisher for an eager
 send. Whatever the publisher does not confirm (broker down, process killed)
 stays unsent in the table, and :func:`relay_outbox` publishes it later.
 A row is marked sent only after the broker acknowledged it.
+
+Several relays may run at once (see :func:`relay_outbox`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
@@ -17,9 +20,9 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from aiokafka import AIOKafkaProducer
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
@@ -78,14 +81,18 @@ def record_failure(event_ids: Iterable[str], error: str) -> None:
     )
 
 
-def due_rows(*, older_than: timedelta, limit: int) -> list[OutboxEvent]:
-    """Unsent rows created before now - ``older_than``, oldest first."""
+def due_rows(*, older_than: timedelta, limit: int, claim: bool = False) -> list[OutboxEvent]:
+    """Unsent rows created before now - ``older_than``, oldest first.
+
+    With ``claim`` (inside ``transaction.atomic()``, on a database that can
+    skip locked rows), the rows are locked until the transaction ends, and
+    rows another transaction holds are left out.
+    """
     cutoff = timezone.now() - older_than
-    return list(
-        OutboxEvent.objects.filter(sent_at__isnull=True, created_at__lte=cutoff).order_by(
-            "created_at", "id"
-        )[:limit]
-    )
+    rows = OutboxEvent.objects.filter(sent_at__isnull=True, created_at__lte=cutoff)
+    if claim:
+        rows = rows.select_for_update(skip_locked=True)
+    return list(rows.order_by("created_at", "id")[:limit])
 
 
 def backlog() -> dict[str, Any]:
@@ -159,16 +166,72 @@ async def _same_cluster(producer: AIOKafkaProducer, expected: str | None) -> boo
     return current == expected
 
 
+# How long a relay may wait for the broker while it holds a claimed batch:
+# the batch's rows stay locked, and their transaction open, until then.
+CLAIM_PUBLISH_TIMEOUT_SECONDS = 30.0
+
+
 async def relay_outbox(producer: AIOKafkaProducer, *, batch_size: int = 500) -> int:
-    """Publish unsent rows older than the relay delay; return how many were acknowledged."""
+    """Publish unsent rows older than the relay delay; return how many were acknowledged.
+
+    Several relays may run at once. On a database that can skip locked rows
+    (PostgreSQL), each relay claims a batch with ``SELECT ... FOR UPDATE SKIP
+    LOCKED`` and publishes it and marks it sent before its transaction ends:
+    no other relay sees those rows as due, so the relays publish each row
+    once. SQLite has no row locks, and a transaction there would hold the
+    whole database's write lock while the broker answers; so there a batch
+    is read, published and marked sent in three steps, and two relays may
+    both publish a row: each row is published at least once, and consumers
+    deduplicate by event id. Either way a row is marked sent only once
+    acknowledged; a relay that dies before marking leaves it due again.
+    """
     older_than = timedelta(seconds=settings.OUTBOX_RELAY_AFTER_SECONDS)
+    if await sync_to_async(_can_skip_locked)():
+        relay_batch = sync_to_async(_relay_claimed_batch)
+    else:
+        relay_batch = _relay_batch
     total = 0
     while True:
-        rows = await sync_to_async(due_rows)(older_than=older_than, limit=batch_size)
-        if not rows:
+        claimed, acknowledged = await relay_batch(producer, older_than, batch_size)
+        total += acknowledged
+        if acknowledged < claimed or claimed == 0:
+            # Nothing left, or the broker is failing: try again on the next round.
             return total
-        acknowledged = await publish_rows(producer, rows)
-        await sync_to_async(mark_sent)(acknowledged)
-        total += len(acknowledged)
-        if len(acknowledged) < len(rows):
-            return total  # the broker is failing; try again on the next round
+
+
+def _can_skip_locked() -> bool:
+    # A sync call: on some backends the answer asks the server for its version.
+    return bool(connection.features.has_select_for_update_skip_locked)
+
+
+async def _relay_batch(
+    producer: AIOKafkaProducer, older_than: timedelta, limit: int
+) -> tuple[int, int]:
+    """Read, publish and mark one batch; returns (rows read, rows acknowledged)."""
+    rows = await sync_to_async(due_rows)(older_than=older_than, limit=limit)
+    if not rows:
+        return 0, 0
+    acknowledged = await publish_rows(producer, rows)
+    await sync_to_async(mark_sent)(acknowledged)
+    return len(rows), len(acknowledged)
+
+
+def _relay_claimed_batch(
+    producer: AIOKafkaProducer, older_than: timedelta, limit: int
+) -> tuple[int, int]:
+    """Claim, publish and mark one batch in one transaction; returns (rows
+    claimed, rows acknowledged). Runs in a thread; the sends run on the
+    caller's event loop."""
+    with transaction.atomic():
+        rows = due_rows(older_than=older_than, limit=limit, claim=True)
+        if not rows:
+            return 0, 0
+        acknowledged = async_to_sync(_publish_claimed)(producer, rows)
+        mark_sent(acknowledged)
+    return len(rows), len(acknowledged)
+
+
+async def _publish_claimed(producer: AIOKafkaProducer, rows: list[OutboxEvent]) -> list[str]:
+    # On timeout the transaction rolls back and the rows are due again; any
+    # that reached the broker meanwhile are published twice, and deduplicated.
+    return await asyncio.wait_for(publish_rows(producer, rows), CLAIM_PUBLISH_TIMEOUT_SECONDS)

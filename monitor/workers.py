@@ -428,6 +428,9 @@ class OutboxRelay:
                 if producer is None:
                     producer = kafka.make_producer()
                     await producer.start()
+                # A connection lost while idle (a database restart) is replaced,
+                # in the thread the relay's queries run in.
+                await sync_to_async(close_old_connections)()
                 sent = await relay_outbox(producer)
                 if sent:
                     logger.info("relayed %d outbox events", sent)

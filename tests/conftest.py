@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -24,6 +25,26 @@ from monitor.events import build_event
 from monitor.processes import daphne_command, stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """On a database server (``DATABASE_URL``), stop at once, with the reason,
+    when it cannot be reached: a run that asked for PostgreSQL fails rather
+    than quietly testing something else, or erroring in every test."""
+    from django.db import connections
+
+    connection = connections["default"]
+    if connection.vendor == "sqlite":
+        return
+    try:
+        connection.get_new_connection(connection.get_connection_params()).close()
+    except connection.Database.Error as exc:
+        where = f"{connection.settings_dict['HOST']}:{connection.settings_dict['PORT']}"
+        pytest.exit(
+            f"the {connection.display_name} server in DATABASE_URL ({where}) cannot be reached:"
+            f" {exc}\nStart it, or unset DATABASE_URL to run the tests on SQLite.",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -116,6 +137,40 @@ def topics(settings) -> tuple[str, str]:
     return name, f"{name}.dlq"
 
 
+def child_database_env() -> dict[str, str]:
+    """What a child process's environment needs so that Django in it uses this
+    run's test database (not the one ``DATABASE_URL`` names).
+
+    Call it once pytest-django has set the test database up (any fixture that
+    depends on ``django_db_setup`` or a ``django_db`` test); ``DATABASE_URL``
+    keeps its scheme, login, host, port and options, with the test database's
+    name in place of its own.
+    """
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        return {"DATABASE_URL": f"sqlite:///{database['NAME']}"}
+    url = urlsplit(os.environ["DATABASE_URL"])
+    return {"DATABASE_URL": url._replace(path="/" + quote(str(database["NAME"]))).geturl()}
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """pytest-django's test database; on PostgreSQL, before it is dropped, the
+    sessions still open on it are ended. Threads of this process (the request
+    pool, asgiref's executors) keep their connections for reuse, and PostgreSQL
+    refuses to drop a database anyone is connected to."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @dataclass
 class Stack:
     """Server processes running against the test database and broker."""
@@ -146,17 +201,15 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -
 @pytest.fixture(scope="session")
 def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Iterator[Stack]:
     """daphne and the analytics worker, as the product runs them, on the test database."""
-    db_name = settings.DATABASES["default"]["NAME"]
     port = free_port()
     env = {
         **os.environ,
+        **child_database_env(),
         "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
         "DJANGO_MEDIA_ROOT": str(media_root),
         "FANOUT_IDLE_STOP_SECONDS": "2",
         "LOG_LEVEL": "WARNING",
     }
-    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{db_name}"
     processes = {
         "web": subprocess.Popen(
             daphne_command("-b", "127.0.0.1", "-p", str(port)), cwd=ROOT, env=env
@@ -223,11 +276,12 @@ def own_broker() -> Iterator[EmbeddedBroker]:
 
 
 @pytest.fixture
-def processes(own_broker, media_root, tmp_path, settings) -> Iterator[Processes]:
+def processes(own_broker, media_root, tmp_path, settings, django_db_setup) -> Iterator[Processes]:
     """Start product processes against ``own_broker`` and the test database."""
     settings.KAFKA_BOOTSTRAP_SERVERS = own_broker.bootstrap_servers
     env = {
         **os.environ,
+        **child_database_env(),
         "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers,
         "DJANGO_MEDIA_ROOT": str(media_root),
         "OUTBOX_RELAY_AFTER_SECONDS": "2",
@@ -235,8 +289,6 @@ def processes(own_broker, media_root, tmp_path, settings) -> Iterator[Processes]
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
-    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{settings.DATABASES['default']['NAME']}"
     group = Processes(env, tmp_path)
     yield group
     group.stop_all()

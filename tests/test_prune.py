@@ -28,7 +28,7 @@ from monitor.models import (
     UserDayActivity,
 )
 
-from .conftest import ROOT, photo_event, signup_event
+from .conftest import ROOT, child_database_env, photo_event, signup_event
 from .test_admin_analytics import commented, liked, unliked
 
 pytestmark = pytest.mark.django_db
@@ -195,14 +195,13 @@ def test_horizon_for_starts_whole_utc_days() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_retention_setting_is_read_from_the_environment(old_and_new, settings) -> None:
-    env = {**os.environ, "EVENTSITE_ANALYTICS_RETENTION_DAYS": "25", "LOG_LEVEL": "WARNING"}
-    db = settings.DATABASES["default"]
-    if db["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
-    else:  # the test database, not the one DATABASE_URL names
-        login = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-        env["DATABASE_URL"] = f"postgres://{login}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+def test_the_retention_setting_is_read_from_the_environment(old_and_new) -> None:
+    env = {
+        **os.environ,
+        **child_database_env(),
+        "EVENTSITE_ANALYTICS_RETENTION_DAYS": "25",
+        "LOG_LEVEL": "WARNING",
+    }
     done = subprocess.run(
         [sys.executable, "manage.py", "prune_analytics", "--dry-run"],
         cwd=ROOT,
