@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from monitor import api, token_views, views
+from monitor import api, views
 from monitor.login import RateLimitedLoginView
 
 from .media import serve_media
@@ -27,10 +27,10 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("notices/", views.notices, name="notices"),
     path("notices/read/", views.notices_read, name="notices_read"),
-    path("settings/tokens/", token_views.tokens, name="tokens"),
+    path("settings/tokens/", views.tokens, name="tokens"),
     path(
         "settings/tokens/<int:token_id>/revoke/",
-        token_views.token_revoke_view,
+        views.token_revoke_view,
         name="token_revoke",
     ),
     path("api/posts/", api.posts, name="api_posts"),

@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec
 
 from django.conf import settings
 from django.db import connections, router, transaction
@@ -107,13 +107,13 @@ def hit(
     extra_keys: Sequence[str] = (),
     now: float | None = None,
 ) -> Refusal | None:
-    """Count one request of ``action`` on each of its keys in turn (the user's,
-    the address's, then ``extra_keys``); None if it is within every limit, else
-    the Refusal of the first key over its limit. A refused request is not
-    counted on that key or the ones after it (it stays counted on those
-    before), so a client that keeps trying gets in again as soon as the window
-    ends. Actions without a limit in ``settings.RATE_LIMITS`` are neither
-    counted nor limited.
+    """Count one request of ``action`` on each of its keys (the user's, the
+    address's, then ``extra_keys``); None if it is within every limit, else
+    the Refusal of the first key over its limit. All keys are counted in one
+    transaction (one write, one turn of SQLite's writers), and a refused
+    request is counted on none of them, so a client that keeps trying gets in
+    again as soon as the window ends. Actions without a limit in
+    ``settings.RATE_LIMITS`` are neither counted nor limited.
 
     Call it before the request changes anything, outside any transaction
     (the count is committed at once, whatever the request does next).
@@ -123,14 +123,22 @@ def hit(
         return None
     limit, seconds = rate
     at = clock() if now is None else now
-    for subject in [*request_keys(request), *extra_keys]:
-        key = f"{action}/{subject}"
-        retry_after = _count(key, limit=limit, seconds=seconds, now=at)
-        if retry_after is not None:
-            logger.info(
-                "rate limited %s: over %d every %ds, retry in %ds", key, limit, seconds, retry_after
-            )
-            return Refusal(action, key, limit, seconds, retry_after)
+    keys = [f"{action}/{subject}" for subject in [*request_keys(request), *extra_keys]]
+    alias = router.db_for_write(RateCounter)
+    # A transaction, so that on SQLite the write takes its turn (eventsite/sqlite3).
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        for key in keys:
+            retry_after = _count(cursor, key, limit=limit, seconds=seconds, now=at)
+            if retry_after is not None:
+                transaction.set_rollback(True, using=alias)
+                logger.info(
+                    "rate limited %s: over %d every %ds, retry in %ds",
+                    key,
+                    limit,
+                    seconds,
+                    retry_after,
+                )
+                return Refusal(action, key, limit, seconds, retry_after)
     if random.random() < PRUNE_CHANCE:
         prune_expired(now=at)
     return None
@@ -211,14 +219,12 @@ def prune_expired(*, now: float | None = None) -> int:
     return deleted
 
 
-def _count(key: str, *, limit: int, seconds: int, now: float) -> int | None:
+def _count(cursor: Any, key: str, *, limit: int, seconds: int, now: float) -> int | None:
     """Take a place in ``key``'s current window: None if there was one, else
     the seconds until the window ends."""
     window_start = int(now // seconds) * seconds
     expires = window_start + seconds
-    alias = router.db_for_write(RateCounter)
-    connection = connections[alias]
-    quote = connection.ops.quote_name
+    quote = cursor.db.ops.quote_name
     table = quote(RateCounter._meta.db_table)
     key_column, start, end, hits = (
         quote(_column(name)) for name in ("key", "window_start", "expires", "hits")
@@ -230,10 +236,8 @@ def _count(key: str, *, limit: int, seconds: int, now: float) -> int | None:
         f"ON CONFLICT ({key_column}, {start}) DO UPDATE SET {hits} = {table}.{hits} + 1 "
         f"WHERE {table}.{hits} < %s RETURNING {hits}"
     )
-    # A transaction, so that on SQLite the write takes its turn (eventsite/sqlite3).
-    with transaction.atomic(using=alias), connection.cursor() as cursor:
-        cursor.execute(sql, [_stored_key(key), window_start, expires, limit])
-        taken = cursor.fetchone() is not None
+    cursor.execute(sql, [_stored_key(key), window_start, expires, limit])
+    taken = cursor.fetchone() is not None
     return None if taken else max(1, math.ceil(expires - now))
 
 

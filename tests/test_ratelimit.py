@@ -242,6 +242,26 @@ def test_actions_and_addresses_count_apart(limits) -> None:
 
 
 @pytest.mark.django_db
+def test_a_request_refused_on_one_key_is_counted_on_none(limits, django_user_model) -> None:
+    ana, ben = (
+        django_user_model.objects.create_user(name, password="pw") for name in ("ana", "ben")
+    )
+    for _ in range(2):  # ben fills the address's window
+        request = request_from(ADDRESS_A)
+        request.user = ben
+        assert hit(request, "post") is None
+    request = request_from(ADDRESS_A)
+    request.user = ana
+    refusal = hit(request, "post")
+    assert refusal is not None and refusal.key == f"post/addr:{ADDRESS_A}"
+    assert not RateCounter.objects.filter(key=f"post/user:{ana.pk}").exists()
+    request = request_from(ADDRESS_B)
+    request.user = ana
+    assert hit(request, "post") is None  # ana's own count was untouched: 1 of 2
+    assert RateCounter.objects.get(key=f"post/user:{ana.pk}").hits == 1
+
+
+@pytest.mark.django_db
 def test_unlimited_actions_are_not_counted(limits, settings) -> None:
     assert hit(anonymous_request(), "follow") is None
     settings.RATE_LIMITS = {}

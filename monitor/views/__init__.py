@@ -1,0 +1,42 @@
+"""The site's pages and endpoints, one module per area; the URL patterns
+(eventsite/urls.py) name them from here."""
+
+from __future__ import annotations
+
+from .actions import (
+    comment_remove,
+    post_comment,
+    post_like,
+    post_remove,
+    post_unlike,
+    user_follow,
+    user_unfollow,
+)
+from .dashboard import dashboard, dashboard_rates, dashboard_state, healthz
+from .notices import notices, notices_read
+from .pages import feed, post_detail, post_new, profile, signup, wants_json
+from .tokens import token_revoke_view, tokens
+
+__all__ = [
+    "comment_remove",
+    "dashboard",
+    "dashboard_rates",
+    "dashboard_state",
+    "feed",
+    "healthz",
+    "notices",
+    "notices_read",
+    "post_comment",
+    "post_detail",
+    "post_like",
+    "post_new",
+    "post_remove",
+    "post_unlike",
+    "profile",
+    "signup",
+    "token_revoke_view",
+    "tokens",
+    "user_follow",
+    "user_unfollow",
+    "wants_json",
+]

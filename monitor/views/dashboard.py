@@ -1,0 +1,121 @@
+"""The operators' dashboard, its data, and the health check."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from .. import kafka, outbox, overview, rates
+from ..events import EVENT_TYPES
+
+View = Callable[[HttpRequest], HttpResponse]
+
+
+DASHBOARD_FORBIDDEN = "The dashboard is for staff only; ask an administrator for access."
+
+
+def dashboard_access(*, api: bool) -> Callable[[View], View]:
+    """Let signed-in users in, only staff while ``DASHBOARD_STAFF_ONLY`` is on.
+
+    Pages send anonymous users to the login page and answer others 403 with a
+    page that says why; ``api`` views answer JSON ``{"error": ...}`` instead
+    (401 for anonymous users).
+    """
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def checked(request: HttpRequest) -> HttpResponse:
+            if not request.user.is_authenticated:
+                if api:
+                    return JsonResponse({"error": "sign in to see the dashboard"}, status=401)
+                return redirect_to_login(request.get_full_path())
+            if settings.DASHBOARD_STAFF_ONLY and not request.user.is_staff:
+                if api:
+                    return JsonResponse({"error": DASHBOARD_FORBIDDEN}, status=403)
+                return render(
+                    request,
+                    "monitor/dashboard_forbidden.html",
+                    {"message": DASHBOARD_FORBIDDEN},
+                    status=403,
+                )
+            return view(request)
+
+        return checked
+
+    return decorate
+
+
+@dashboard_access(api=False)
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "monitor/dashboard.html", {"event_types": sorted(EVENT_TYPES)})
+
+
+@require_GET
+@never_cache
+@dashboard_access(api=True)
+def dashboard_state(request: HttpRequest) -> HttpResponse:
+    """Topics, consumer groups, dead letters and watchers (JSON, polled by /dashboard/)."""
+    return JsonResponse(overview.dashboard_state())
+
+
+@require_GET
+@never_cache
+@dashboard_access(api=True)
+def dashboard_rates(request: HttpRequest) -> HttpResponse:
+    """Events per second per type over ``?minutes=`` (5, 15 or 60; 15 if absent), and counters."""
+    windows = sorted(rates.RATE_BUCKET_SECONDS)
+    raw = request.GET.get("minutes", "15")
+    if raw not in {str(minutes) for minutes in windows}:
+        allowed = ", ".join(map(str, windows))
+        return JsonResponse({"error": f"minutes must be one of {allowed}, not {raw!r}"}, status=400)
+    return JsonResponse(rates.event_rates(minutes=int(raw)))
+
+
+def _check_database() -> dict:
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """JSON state of the database, the broker and the outbox; 503 unless all are up."""
+    report: dict = {}
+    try:
+        report["database"] = await sync_to_async(_check_database)()
+        report["outbox"] = await sync_to_async(outbox.backlog)()
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        report["database"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    started = time.perf_counter()
+    try:
+        await kafka.probe_broker(timeout=3.0)
+        report["broker"] = {
+            "ok": True,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+    except (TimeoutError, Exception) as exc:  # noqa: BLE001
+        report["broker"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}".strip()}
+    outbox_state = report.get("outbox")
+    if outbox_state is not None:
+        outbox_state["max_age_seconds"] = settings.OUTBOX_MAX_AGE_SECONDS
+        outbox_state["ok"] = (
+            outbox_state["oldest_unsent_age_seconds"] <= settings.OUTBOX_MAX_AGE_SECONDS
+        )
+    healthy = (
+        report["database"]["ok"]
+        and report["broker"]["ok"]
+        and bool(outbox_state and outbox_state["ok"])
+    )
+    report["status"] = "ok" if healthy else "unavailable"
+    return JsonResponse(report, status=200 if healthy else 503)
