@@ -153,6 +153,32 @@ def child_database_env() -> dict[str, str]:
     return {"DATABASE_URL": url._replace(path="/" + quote(str(database["NAME"]))).geturl()}
 
 
+def _flush_retrying_deadlocks() -> None:
+    """Let a transactional test's flush retry when PostgreSQL picks it as a
+    deadlock's victim. Its TRUNCATE locks the tables one by one while the
+    stack's processes (a worker's batch, a web process's checks) may be in a
+    transaction over several of them; PostgreSQL then aborts one side, and
+    expects it to try again, as the product's workers do."""
+    from django.core.management.base import CommandError
+    from django.test.testcases import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def _fixture_teardown(self: TransactionTestCase) -> None:
+        for attempt in range(1, 6):
+            try:
+                return original(self)
+            except CommandError as exc:
+                if attempt == 5 or "deadlock detected" not in str(exc.__cause__):
+                    raise
+                time.sleep(0.2 * attempt)
+
+    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[method-assign]
+
+
+_flush_retrying_deadlocks()
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
     """pytest-django's test database; on PostgreSQL, before it is dropped, the
