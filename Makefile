@@ -31,14 +31,14 @@ test-postgres: $(VENV)/.dev  ## the whole test suite on PostgreSQL
 
 # The same code on Django 6 (which needs Python 3.12+): PYTHON312=python3.12 make test-django6
 DJANGO6_VENV := .venv-django6
-DJANGO6_TESTS := tests/test_events.py tests/test_post_view.py tests/test_analytics.py \
-	tests/test_admin.py tests/test_healthz.py tests/test_streams.py tests/test_end_to_end.py \
-	tests/test_outbox.py tests/test_workers.py tests/test_serving.py tests/test_replay.py \
-	tests/test_dashboard_data.py tests/test_uploads.py tests/test_social.py tests/test_notifications.py \
-	tests/test_admin_analytics.py tests/test_prune.py tests/test_tokens.py tests/test_socket_auth.py \
-	tests/test_socket_security.py tests/test_message_rate.py tests/test_http_security.py \
-	tests/test_ratelimit.py tests/test_kafka_security.py tests/test_tail_events.py \
-	tests/test_compose.py tests/test_scale_out.py
+DJANGO6_TESTS := tests/events/test_schema.py tests/views/test_post_view.py tests/workers/test_analytics.py \
+	tests/admin/test_admin.py tests/views/test_healthz.py tests/live/test_event_socket.py tests/system/test_end_to_end.py \
+	tests/events/test_outbox.py tests/workers/test_base.py tests/eventsite/test_serving.py tests/live/test_replay.py \
+	tests/dashboard/test_overview.py tests/feed/test_images.py tests/feed/test_services.py tests/workers/test_notifications.py \
+	tests/admin/test_admin_analytics.py tests/workers/test_prune.py tests/security/test_tokens.py tests/live/test_socket_auth.py \
+	tests/live/test_socket_security.py tests/live/test_message_rate.py tests/security/test_http_security.py \
+	tests/security/test_ratelimit.py tests/kafka/test_clients.py tests/live/test_tail.py \
+	tests/deploy/test_compose.py tests/system/test_scale_out.py
 test-django6:
 	@test -n "$(PYTHON312)" || { echo "set PYTHON312 to a Python 3.12+ interpreter"; exit 2; }
 	test -x $(DJANGO6_VENV)/bin/python || $(PYTHON312) -m venv $(DJANGO6_VENV)

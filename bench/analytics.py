@@ -21,7 +21,7 @@ import time
 
 from aiokafka import TopicPartition
 
-from monitor import kafka
+from monitor.kafka import clients as kafka
 
 from .report import ScenarioResult
 from .source import EventSource

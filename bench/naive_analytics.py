@@ -38,8 +38,8 @@ async def consume(topic: str, group: str, seconds: float, limit: int) -> dict[st
     from asgiref.sync import sync_to_async
     from django.conf import settings
 
-    from monitor import kafka
-    from monitor.events import parse_event, parse_time
+    from monitor.events.schema import parse_event, parse_time
+    from monitor.kafka import clients as kafka
     from monitor.models import AnalyticsEvent
 
     def save(event: dict, record) -> None:  # type: ignore[no-untyped-def]

@@ -28,9 +28,9 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from monitor import kafka  # noqa: E402
-from monitor.events import InvalidEvent, parse_event  # noqa: E402
-from monitor.live_reader import encode_item  # noqa: E402
+from monitor.events.schema import InvalidEvent, parse_event  # noqa: E402
+from monitor.kafka import clients as kafka  # noqa: E402
+from monitor.live.reader import encode_item  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

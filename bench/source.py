@@ -1,6 +1,6 @@
 """The event source every scenario shares: valid ``photo.posted`` envelopes on a topic.
 
-Envelopes are built with the product's own :func:`monitor.events.build_event`
+Envelopes are built with the product's own :func:`monitor.events.schema.build_event`
 (so every consumer accepts them) and sent with the product's producer
 settings (``acks="all"``). Each event's ``time`` is taken as it is built,
 right before it is handed to the producer: "event time to receipt" starts
@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
-from monitor import kafka
-from monitor.events import build_event, encode_event
+from monitor.events.schema import build_event, encode_event
+from monitor.kafka import clients as kafka
 
 ACTORS = 24
 CAPTION = "benchmark photo at the pier, golden hour, long exposure"

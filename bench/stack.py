@@ -27,8 +27,8 @@ from pathlib import Path
 
 import httpx
 
-from monitor.broker import EmbeddedBroker, free_port
-from monitor.processes import stop_processes
+from monitor.kafka.embedded import EmbeddedBroker, free_port
+from monitor.management.processes import stop_processes
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def create_sessions(usernames: list[str]) -> dict[str, str]:
 
 async def create_topics(names: list[str]) -> None:
     """Create each named events topic and its dead-letter topic."""
-    from monitor import kafka
+    from monitor.kafka import clients as kafka
 
     await kafka.ensure_topics([topic for name in names for topic in (name, f"{name}.dlq")])
 

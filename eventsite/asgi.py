@@ -14,9 +14,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from monitor.routing import websocket_urlpatterns  # noqa: E402
-from monitor.socket_auth import StreamAuthMiddleware  # noqa: E402
-from monitor.wire import DirectSocketMiddleware  # noqa: E402
+from monitor.live.routing import websocket_urlpatterns  # noqa: E402
+from monitor.live.socket_auth import StreamAuthMiddleware  # noqa: E402
+from monitor.live.wire import DirectSocketMiddleware  # noqa: E402
 
 from .serving import PooledThreadsHandler, skip_twisted_form_parsing  # noqa: E402
 

@@ -272,13 +272,13 @@ WS_PING_TIMEOUT_SECONDS = envint("EVENTSITE_WS_PING_TIMEOUT_SECONDS", 30)
 # daphne before they reach the application (close code 1009) ...
 WS_MAX_MESSAGE_BYTES = envint("EVENTSITE_WS_MAX_MESSAGE_BYTES", 64 * 1024)
 # ... and at most this many messages a second, in bursts of WS_MESSAGE_BURST
-# (see monitor.message_rate; 0 turns the limit off).
+# (see monitor.live.message_rate; 0 turns the limit off).
 WS_MESSAGES_PER_SECOND = envint("EVENTSITE_WS_MESSAGES_PER_SECOND", 20)
 WS_MESSAGE_BURST = envint("EVENTSITE_WS_MESSAGE_BURST", 40)
 # How often each web process checks that its signed-in sockets' sessions and
 # tokens still stand (a logout closes that session's sockets within this).
 SOCKET_AUTH_CHECK_MS = envint("EVENTSITE_SOCKET_AUTH_CHECK_MS", 500)
-# Resume and history (monitor/replay.py): at most this many events per
+# Resume and history (monitor/live/replay.py): at most this many events per
 # partition are replayed to a reconnecting client (the rest are announced
 # as missed), and at most this many replays run at once per web process.
 STREAM_REPLAY_MAX_EVENTS = envint("STREAM_REPLAY_MAX_EVENTS", 10_000)
@@ -314,7 +314,7 @@ PRESENCE_HEARTBEAT_SECONDS = envint("EVENTSITE_PRESENCE_HEARTBEAT_SECONDS", 5)
 # connected to /ws/notices/ through it.
 NOTICES_POLL_MS = envint("EVENTSITE_NOTICES_POLL_MS", 500)
 
-# --- Rate limits (monitor/ratelimit.py) --------------------------------------
+# --- Rate limits (monitor/security/ratelimit.py) --------------------------------------
 
 
 def envrates(name: str, defaults: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:

@@ -4,8 +4,9 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from monitor import api, views
-from monitor.login import RateLimitedLoginView
+from monitor import views
+from monitor.views import api
+from monitor.views.login import RateLimitedLoginView
 
 from .media import serve_media
 

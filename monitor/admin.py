@@ -4,11 +4,10 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import URLPattern, path
 
-from .admin_analytics.export import csv_response
-from .admin_analytics.views import analytics_page, export_events
-from .deadletters import redrive_now
-from .events import EVENT_TYPES
-from .models import (
+from monitor.admin_analytics.export import csv_response
+from monitor.admin_analytics.views import analytics_page, export_events
+from monitor.events.schema import EVENT_TYPES
+from monitor.models import (
     AnalyticsEvent,
     ApiToken,
     Comment,
@@ -22,7 +21,8 @@ from .models import (
     PostDayEngagement,
     UserDayActivity,
 )
-from .tokens import token_create, token_revoke
+from monitor.security.tokens import token_create, token_revoke
+from monitor.workers.deadletters import redrive_now
 
 
 @admin.register(Post)

@@ -5,6 +5,7 @@ from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.db import models
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 
@@ -112,6 +113,19 @@ class Notice(models.Model):
 
     def __str__(self) -> str:
         return f"to {self.recipient_id}: {self.text[:60]}"
+
+    def link(self) -> str | None:
+        """Where the notice leads: the post liked or commented on, or the
+        follower's profile; None if the site has no such page."""
+        try:
+            if self.kind == "user.followed":
+                return reverse("profile", kwargs={"username": self.actor_name})
+            kind, _, pk = self.subject.partition("/")
+            if kind == "posts" and pk.isdecimal():
+                return reverse("post_detail", kwargs={"post_id": int(pk)})
+        except NoReverseMatch:
+            pass
+        return None
 
 
 class OutboxEvent(models.Model):
@@ -275,7 +289,7 @@ class DeadLetter(models.Model):
 class WatcherHeartbeat(models.Model):
     """The signed-in users one web process streams to, as of its last heartbeat.
 
-    Written only by that process (monitor/presence.py); a row whose
+    Written only by that process (monitor/live/presence.py); a row whose
     ``beat_at`` is stale belongs to a process that stopped beating.
     """
 
@@ -288,7 +302,7 @@ class WatcherHeartbeat(models.Model):
 
 
 class ApiToken(models.Model):
-    """A bearer token a program signs in with (see monitor.tokens). Only its
+    """A bearer token a program signs in with (see monitor.security.tokens). Only its
     SHA-256 digest is stored; the token itself is shown once, when made."""
 
     user = models.ForeignKey(
@@ -316,7 +330,7 @@ class ApiToken(models.Model):
 
 
 class RateCounter(models.Model):
-    """Requests counted for one key in one fixed window (monitor.ratelimit).
+    """Requests counted for one key in one fixed window (monitor.security.ratelimit).
 
     Counted with one atomic upsert, so that every web process shares the
     count; rows whose window has ended are deleted now and then.

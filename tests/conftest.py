@@ -20,9 +20,9 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
-from monitor.broker import EmbeddedBroker, free_port
-from monitor.events import build_event
-from monitor.processes import daphne_command, stop_processes
+from monitor.events.schema import build_event
+from monitor.kafka.embedded import EmbeddedBroker, free_port
+from monitor.management.processes import daphne_command, stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def kafka_broker() -> Iterator[EmbeddedBroker]:
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
     settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap_servers
     yield broker
-    from monitor.publisher import publisher
+    from monitor.events.publisher import publisher
 
     publisher.stop(timeout=2)
     broker.stop()
@@ -72,7 +72,7 @@ def _media_in_tmp(settings, media_root: Path) -> None:
 
 # Tests post, like and sign in many times a minute from one address: generous
 # rate limits here and in the servers they start (which copy os.environ),
-# unless a test sets its own (tests/test_ratelimit.py).
+# unless a test sets its own (tests/security/test_ratelimit.py).
 TEST_RATE_LIMITS = {action: (10_000, 60) for action in ("post", "like", "comment", "login")}
 os.environ["EVENTSITE_RATE_LIMITS"] = ",".join(
     f"{action}={count}/{seconds}" for action, (count, seconds) in TEST_RATE_LIMITS.items()

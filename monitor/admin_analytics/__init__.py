@@ -1,7 +1,7 @@
 """The admin's analytics page and the event log as CSV.
 
 The page's figures (report.py) come from the aggregates that
-:mod:`monitor.analytics` keeps with the raw events (per minute and type, per
+:mod:`monitor.workers.analytics` keeps with the raw events (per minute and type, per
 actor and day, per post and day), each a GROUP BY over an index range, a
 handful per page; so they stay exact and quick after raw events are pruned.
 The filters are a range of UTC days and event types (filters.py). The CSV

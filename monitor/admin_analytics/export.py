@@ -13,8 +13,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 
-from ..events import format_time
-from ..models import AnalyticsEvent
+from monitor.events.schema import format_time
+from monitor.models import AnalyticsEvent
 
 EXPORT_CHUNK_ROWS = 2000
 

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from django.http import QueryDict
 
-from ..events import EVENT_TYPES
+from monitor.events.schema import EVENT_TYPES
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366

@@ -13,10 +13,10 @@ from django.db.models import Count, DateTimeField, F, IntegerField, QuerySet, Su
 from django.db.models.functions import Trunc, TruncDate
 from django.urls import reverse
 
-from ..analytics import pruned_before
-from ..events import EVENT_TYPES
-from ..models import EventMinuteCount, Post, PostDayEngagement, UserDayActivity
-from .filters import MAX_DAYS, Filters
+from monitor.admin_analytics.filters import MAX_DAYS, Filters
+from monitor.events.schema import EVENT_TYPES
+from monitor.models import EventMinuteCount, Post, PostDayEngagement, UserDayActivity
+from monitor.workers.analytics import pruned_before
 
 TOP_ROWS = 20
 DAY_SECONDS = 86_400

@@ -8,12 +8,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from ..events import EVENT_TYPES
-from ..models import AnalyticsEvent
-from ..views import wants_json
-from .export import csv_response
-from .filters import BadFilter, parse_filters
-from .report import build_report
+from monitor.admin_analytics.export import csv_response
+from monitor.admin_analytics.filters import BadFilter, parse_filters
+from monitor.admin_analytics.report import build_report
+from monitor.events.schema import EVENT_TYPES
+from monitor.models import AnalyticsEvent
+from monitor.views import wants_json
 
 
 def analytics_page(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResponse:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .actions import (
+from monitor.views.actions import (
     comment_remove,
     post_comment,
     post_like,
@@ -12,10 +12,10 @@ from .actions import (
     user_follow,
     user_unfollow,
 )
-from .dashboard import dashboard, dashboard_rates, dashboard_state, healthz
-from .notices import notices, notices_read
-from .pages import feed, post_detail, post_new, profile, signup, wants_json
-from .tokens import token_revoke_view, tokens
+from monitor.views.dashboard import dashboard, dashboard_rates, dashboard_state, healthz
+from monitor.views.notices import notices, notices_read
+from monitor.views.pages import feed, post_detail, post_new, profile, signup, wants_json
+from monitor.views.tokens import token_revoke_view, tokens
 
 __all__ = [
     "comment_remove",

@@ -16,11 +16,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from ..events import Event, format_time
-from ..forms import CommentForm
-from ..models import Comment, Follow, Like, Post
-from ..ratelimit import rate_limited
-from ..services import (
+from monitor.events.schema import Event, format_time
+from monitor.feed.forms import CommentForm
+from monitor.feed.services import (
     comment_add,
     comment_delete,
     follow,
@@ -29,7 +27,9 @@ from ..services import (
     unfollow,
     unlike_photo,
 )
-from .pages import wants_json
+from monitor.models import Comment, Follow, Like, Post
+from monitor.security.ratelimit import rate_limited
+from monitor.views.pages import wants_json
 
 NOT_FOUND = {
     Post.DoesNotExist: "That post does not exist (it may have been deleted).",

@@ -15,8 +15,10 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .. import kafka, outbox, overview, rates
-from ..events import EVENT_TYPES
+from monitor.dashboard import overview, rates
+from monitor.events import outbox
+from monitor.events.schema import EVENT_TYPES
+from monitor.kafka import clients as kafka
 
 View = Callable[[HttpRequest], HttpResponse]
 

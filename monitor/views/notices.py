@@ -15,9 +15,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from ..models import Notice
-from ..notifications import notice_link
-from .actions import action_done, social_action
+from monitor.models import Notice
+from monitor.views.actions import action_done, social_action
 
 # --- Notices ----------------------------------------------------------------
 
@@ -39,7 +38,7 @@ def notices(request: HttpRequest) -> HttpResponse:
         Notice.objects.filter(recipient=user, pk__in=unread_shown).update(read_at=timezone.now())
     context = {
         "page": page,
-        "rows": [(notice, notice_link(notice)) for notice in shown],
+        "rows": [(notice, notice.link()) for notice in shown],
         "unread": Notice.objects.filter(recipient=user, read_at__isnull=True).count(),
     }
     return render(request, "monitor/notices.html", context)

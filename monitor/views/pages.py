@@ -14,15 +14,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from ..events import format_time
-from ..forms import PostForm, SignupForm
-from ..models import Post
-from ..ratelimit import rate_limited
-from ..selectors import attach_comments, is_following, post_cards, profile_counts
-from ..services import (
-    post_create,
-    user_signup,
-)
+from monitor.events.schema import format_time
+from monitor.feed.forms import PostForm, SignupForm
+from monitor.feed.selectors import attach_comments, is_following, post_cards, profile_counts
+from monitor.feed.services import post_create, user_signup
+from monitor.models import Post
+from monitor.security.ratelimit import rate_limited
 
 
 @login_required

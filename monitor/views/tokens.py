@@ -12,8 +12,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from ..models import ApiToken
-from ..tokens import token_create, token_revoke
+from monitor.models import ApiToken
+from monitor.security.tokens import token_create, token_revoke
 
 MAX_ACTIVE_TOKENS = 50
 

@@ -7,8 +7,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from monitor.analytics import pruned_before, record_pruning_horizon
 from monitor.models import AnalyticsEvent
+from monitor.workers.analytics import pruned_before, record_pruning_horizon
 
 
 def horizon_for(days: int, *, now: datetime) -> datetime:

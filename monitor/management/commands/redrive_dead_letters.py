@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from monitor.deadletters import redrive_now
 from monitor.models import DeadLetter
+from monitor.workers.deadletters import redrive_now
 
 
 class Command(BaseCommand):

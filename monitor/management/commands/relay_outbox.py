@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from monitor.workers import OutboxRelay, run_until_stopped
+from monitor.workers.base import OutboxRelay, run_until_stopped
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from monitor.workers import AnalyticsWorker, run_until_stopped
+from monitor.workers.base import AnalyticsWorker, run_until_stopped
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from monitor.notifications import NotificationsWorker
-from monitor.workers import run_until_stopped
+from monitor.workers.base import run_until_stopped
+from monitor.workers.notifications import NotificationsWorker
 
 
 class Command(BaseCommand):

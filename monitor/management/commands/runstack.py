@@ -23,9 +23,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from monitor import kafka
-from monitor.broker import EmbeddedBroker, port_is_free
-from monitor.processes import stop_processes
+from monitor.kafka import clients as kafka
+from monitor.kafka.embedded import EmbeddedBroker, port_is_free
+from monitor.management.processes import stop_processes
 
 RESTART_DELAY = 1.0
 # A child that dies this soon after starting is broken, not unlucky.

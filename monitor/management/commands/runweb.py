@@ -27,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from monitor.processes import daphne_command, stop_processes
+from monitor.management.processes import daphne_command, stop_processes
 
 STOP_TIMEOUT = 10.0
 

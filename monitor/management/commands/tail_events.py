@@ -1,4 +1,4 @@
-"""Print the event stream as JSON lines, resuming after reconnects (see monitor.tail)."""
+"""Print the event stream as JSON lines, resuming after reconnects (see monitor.live.tail)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from monitor.tail import TailOptions, parse_positions, stream_url, tail
+from monitor.live.tail import TailOptions, parse_positions, stream_url, tail
 
 
 class Command(BaseCommand):

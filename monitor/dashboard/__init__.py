@@ -1,0 +1,1 @@
+"""What operators read: the overview (topics, groups, lag) and the rates."""

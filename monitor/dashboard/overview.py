@@ -1,0 +1,286 @@
+"""What the operators' dashboard shows of Kafka: offsets, lag, dead letters, watchers.
+
+Kafka state comes from :data:`kafka_state`, one reader per process that many
+polling dashboards share: it reads at most once per ``max_age`` seconds, and
+requests that arrive during a read wait for that read. Event rates are in
+:mod:`monitor.dashboard.rates`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from django.conf import settings
+from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from monitor.events.schema import format_time
+from monitor.kafka import clients as kafka
+from monitor.live import presence
+from monitor.models import DeadLetter
+from monitor.workers.base import AnalyticsWorker
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The consumer groups eventsite runs on the events topic, whose lag the
+# dashboard shows: a new worker class adds its group_id here.
+CONSUMER_GROUPS: tuple[str, ...] = (AnalyticsWorker.group_id, "notifications")
+
+
+def dashboard_state() -> dict[str, Any]:
+    """Everything /dashboard/state.json answers; broker trouble is reported, never raised."""
+    kafka_report = kafka_state.read()
+    return {
+        "generated_at": format_time(timezone.now()),
+        "topics": kafka_report.topics,
+        "groups": kafka_report.groups,
+        "dead_letters": dead_letter_summary(),
+        "watching": presence.watching_count(),
+        "broker": kafka_report.broker,
+    }
+
+
+def dead_letter_summary() -> dict[str, Any]:
+    """How many dead letters there are, how many were not re-driven, and where to see them."""
+    counts = DeadLetter.objects.aggregate(
+        count=Count("id"), unredriven=Count("id", filter=Q(redriven_at__isnull=True))
+    )
+    return {**counts, "url": reverse("admin:monitor_deadletter_changelist")}
+
+
+# --- Kafka ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaReport:
+    topics: list[dict[str, Any]]
+    groups: list[dict[str, Any]]
+    broker: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a read looks at; clients made for one target are not used for another."""
+
+    servers: str
+    topic: str
+    dlq: str
+    groups: tuple[str, ...]
+
+
+@dataclass
+class _Clients:
+    offsets: AIOKafkaConsumer
+    by_group: dict[str, AIOKafkaConsumer] = field(default_factory=dict)
+
+    def all(self) -> list[AIOKafkaConsumer]:
+        return [self.offsets, *self.by_group.values()]
+
+
+class KafkaStateReader:
+    """Topic offsets and consumer-group lag, read once for every request of the process.
+
+    A read made less than ``max_age`` seconds ago is answered again; requests
+    arriving while a read is under way wait for it (a lock around the read).
+    The Kafka clients live on one background event loop and are kept between
+    reads; a failed read closes them, so the next one connects afresh. A
+    read is bounded by ``timeout``, and its failure is answered for
+    ``retry_after`` seconds, so a broker that is down costs one timeout per
+    that period, not one per request.
+    """
+
+    def __init__(
+        self, *, max_age: float = 1.5, timeout: float = 2.0, retry_after: float = 5.0
+    ) -> None:
+        self.max_age = max_age
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._clients: _Clients | None = None
+        self._target: _Target | None = None
+        self._report: KafkaReport | None = None
+        self._expires = 0.0
+
+    def read(self) -> KafkaReport:
+        target = _Target(
+            servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+            topic=settings.KAFKA_EVENTS_TOPIC,
+            dlq=settings.KAFKA_DLQ_TOPIC,
+            groups=CONSUMER_GROUPS,
+        )
+        with self._lock:
+            if (
+                self._report is not None
+                and target == self._target
+                and time.monotonic() < self._expires
+            ):
+                return self._report
+            if target != self._target:
+                self._close_clients()
+                self._target = target
+            try:
+                self._report = self._call(self._fetch(target), self.timeout)
+                self._expires = time.monotonic() + self.max_age
+            except Exception as exc:  # noqa: BLE001 - any failure is the answer
+                self._close_clients()
+                self._report = KafkaReport([], [], {"ok": False, "error": self._describe(exc)})
+                self._expires = time.monotonic() + self.retry_after
+            return self._report
+
+    def forget(self) -> None:
+        """Drop the last answer, so that the next read asks the broker."""
+        with self._lock:
+            self._report = None
+
+    def close(self) -> None:
+        """Close the clients and stop the background loop."""
+        with self._lock:
+            self._close_clients(wait=True)
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+            self._target = self._report = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"no answer from the broker within {self.timeout:g}s"
+        text, name = str(exc), type(exc).__name__
+        # aiokafka's errors already start with their class name.
+        return text if text.startswith(name) else f"{name}: {text}".strip()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run ``coroutine`` on the background loop; raise TimeoutError after ``timeout``."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="kafka-state", daemon=True
+            )
+            self._thread.start()
+            atexit.register(self.close)
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, timeout), self._loop)
+        try:
+            return future.result(timeout + 1)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def _close_clients(self, *, wait: bool = False) -> None:
+        """Drop the clients; they stop on the background loop, waited for only if ``wait``
+        (a frozen broker could hold a request up for the whole stop)."""
+        clients, self._clients = self._clients, None
+        if clients is None or self._loop is None:
+            return
+        stopping = asyncio.run_coroutine_threadsafe(_stop_all(clients.all()), self._loop)
+        if wait:
+            try:
+                stopping.result(3.0)
+            except Exception as exc:  # noqa: BLE001 - they are dropped either way
+                logger.warning("closing the dashboard's Kafka clients failed: %s", exc)
+
+    async def _connect(self, target: _Target) -> _Clients:
+        clients = _Clients(offsets=kafka.make_consumer(group_id=None))
+        self._clients = clients  # closed on failure, even half started
+        await clients.offsets.start()
+        for group in target.groups:
+            # Never subscribes: it only asks for the group's committed offsets.
+            consumer = kafka.make_consumer(group_id=group)
+            clients.by_group[group] = consumer
+            await consumer.start()
+        return clients
+
+    async def _fetch(self, target: _Target) -> KafkaReport:
+        clients = self._clients or await self._connect(target)
+        await kafka.refresh_metadata(clients.offsets)
+        partitions = {
+            topic: [
+                TopicPartition(topic, p)
+                for p in sorted(clients.offsets.partitions_for_topic(topic) or ())
+            ]
+            for topic in (target.topic, target.dlq)
+        }
+        every = [tp for tps in partitions.values() for tp in tps]
+        starts = await clients.offsets.beginning_offsets(every) if every else {}
+        ends = await clients.offsets.end_offsets(every) if every else {}
+        committed = await asyncio.gather(
+            *(_committed(clients.by_group[g], partitions[target.topic]) for g in target.groups)
+        )
+        topics = [
+            {
+                "name": topic,
+                "partitions": [
+                    {"partition": tp.partition, "start": starts[tp], "end": ends[tp]} for tp in tps
+                ],
+            }
+            for topic, tps in partitions.items()
+        ]
+        groups = [
+            _group_report(group, target.topic, partitions[target.topic], starts, ends, offsets)
+            for group, offsets in zip(target.groups, committed, strict=True)
+        ]
+        return KafkaReport(topics, groups, {"ok": True})
+
+
+async def _committed(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+) -> dict[TopicPartition, int | None]:
+    return {tp: await consumer.committed(tp) for tp in tps}
+
+
+def _group_report(
+    group: str,
+    topic: str,
+    tps: list[TopicPartition],
+    starts: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+    committed: dict[TopicPartition, int | None],
+) -> dict[str, Any]:
+    """The group's lag per partition: records between where it would resume and the end.
+
+    A group that never committed on a partition (``committed`` None) resumes
+    at its start, as the workers' ``auto_offset_reset="earliest"`` does, and
+    so does one whose committed offset the log no longer holds.
+    """
+    rows = []
+    for tp in tps:
+        offset = committed[tp]
+        resume_at = starts[tp] if offset is None else max(offset, starts[tp])
+        rows.append(
+            {
+                "partition": tp.partition,
+                "committed": offset,
+                "end": ends[tp],
+                "lag": max(ends[tp] - resume_at, 0),
+            }
+        )
+    return {
+        "group": group,
+        "topic": topic,
+        "lag": sum(row["lag"] for row in rows),
+        "partitions": rows,
+    }
+
+
+async def _stop_all(consumers: list[AIOKafkaConsumer]) -> None:
+    stops = asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stops, 2.0)
+
+
+kafka_state = KafkaStateReader()

@@ -1,0 +1,1 @@
+"""The event contract and its only way onto Kafka: schema, outbox, publishing."""

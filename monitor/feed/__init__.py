@@ -1,0 +1,1 @@
+"""What people do on the site: writes in services, reads in selectors."""

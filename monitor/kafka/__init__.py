@@ -1,0 +1,1 @@
+"""Everything that knows aiokafka's settings, and the embedded broker."""

@@ -1,0 +1,304 @@
+"""Kafka clients with safe settings, and topic set-up.
+
+aiokafka's defaults favour throughput over safety (``acks=1``, automatic
+offset commits); every client eventsite makes comes from here, with those
+choices made explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger(__name__)
+
+
+def _disable_topic_auto_creation() -> None:
+    """Make every metadata request say ``allow_auto_topic_creation=False``.
+
+    aiokafka always asks the broker to create a topic it does not know. After
+    a broker restarts empty, a producer retrying a send would then create
+    ``user-events`` with the broker's default partitions, racing the explicit
+    creation in :func:`ensure_topics`; on the embedded broker the loser of
+    that race silently replaces the topic, acknowledged records included.
+    Topics are therefore created only by :func:`ensure_topics`; a send to a
+    missing topic fails and its event stays in the outbox until the topic is
+    back. aiokafka has no setting for this, so the request's default changes.
+    """
+    import inspect
+
+    from aiokafka.protocol import metadata
+
+    original = metadata.MetadataRequest.__init__
+    if "allow_auto_topic_creation" not in inspect.signature(original).parameters:
+        logger.warning("cannot turn off topic auto-creation in this aiokafka version")
+        return
+    if getattr(original, "_eventsite_patched", False):
+        return
+
+    def __init__(self, topics=None, allow_auto_topic_creation=False):  # type: ignore[no-untyped-def]
+        original(self, topics, allow_auto_topic_creation)
+
+    __init__._eventsite_patched = True  # type: ignore[attr-defined]
+    metadata.MetadataRequest.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _remember_cluster_id() -> None:
+    """Keep the cluster id of each metadata response on the client's metadata.
+
+    aiokafka reads ``cluster_id`` off the wire but drops it. A broker that
+    restarts empty (the embedded broker keeps nothing) comes back with a new
+    cluster id, and its logs start again at offset 0: consumer positions from
+    before are meaningless there. :func:`cluster_id` lets a consumer notice.
+    """
+    from aiokafka.cluster import ClusterMetadata
+
+    original = ClusterMetadata.update_metadata
+    if getattr(original, "_eventsite_patched", False):
+        return
+
+    def update_metadata(self, metadata):  # type: ignore[no-untyped-def]
+        result = original(self, metadata)
+        if getattr(metadata, "cluster_id", None):
+            self.eventsite_cluster_id = metadata.cluster_id
+        return result
+
+    update_metadata._eventsite_patched = True  # type: ignore[attr-defined]
+    ClusterMetadata.update_metadata = update_metadata  # type: ignore[method-assign]
+
+
+_disable_topic_auto_creation()
+_remember_cluster_id()
+
+
+def _inner(client: AIOKafkaConsumer | AIOKafkaProducer) -> AIOKafkaClient:
+    return client.client if isinstance(client, AIOKafkaProducer) else client._client
+
+
+def cluster_id(client: AIOKafkaConsumer | AIOKafkaProducer) -> str | None:
+    """The cluster id from the client's latest metadata (None before the first)."""
+    return getattr(_inner(client).cluster, "eventsite_cluster_id", None)
+
+
+async def fetch_cluster_id(client: AIOKafkaConsumer | AIOKafkaProducer) -> str | None:
+    """Ask the broker now for its cluster id (one metadata round trip)."""
+    metadata = await _inner(client).fetch_all_metadata()
+    return getattr(metadata, "eventsite_cluster_id", None)
+
+
+async def refresh_metadata(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Ask the broker now for the cluster metadata, so that the client knows
+    topics and partitions created since its last refresh; raise if no broker answers."""
+    if not await _inner(client).force_metadata_update():
+        raise KafkaConnectionError("no broker answered a metadata request")
+
+
+class BrokerReplaced(Exception):
+    """The broker came back as a new, empty cluster: positions must start over."""
+
+
+class ClusterWatch:
+    """The cluster a client works with, and whether the broker is still that cluster.
+
+    A broker that restarts empty (the embedded broker keeps nothing) comes
+    back at the same address as a new cluster, whose logs start again at
+    offset 0: positions, acknowledgements and topics from before mean
+    nothing there. The metadata is asked for afresh each time: a client does
+    not refresh it by itself when a broker restarts on the same address.
+    """
+
+    def __init__(self, cluster_id: str | None = None) -> None:
+        self.cluster_id = cluster_id
+
+    async def join(self, client: AIOKafkaConsumer | AIOKafkaProducer) -> str | None:
+        """Ask the broker now which cluster it is, and watch that one."""
+        self.cluster_id = await fetch_cluster_id(client)
+        return self.cluster_id
+
+    async def moved(self, client: AIOKafkaConsumer | AIOKafkaProducer) -> bool:
+        """Ask the broker now; True if it is another cluster than the one
+        watched, which is watched from then on. Raises if no broker answers."""
+        current = await fetch_cluster_id(client)
+        moved = current != self.cluster_id and None not in (current, self.cluster_id)
+        self.cluster_id = current if current is not None else self.cluster_id
+        return moved
+
+
+async def stop_quietly(
+    *clients: AIOKafkaConsumer | AIOKafkaProducer | None, timeout: float | None = None
+) -> None:
+    """Stop the clients (None is skipped) together, within ``timeout`` seconds if
+    given. A client that fails to stop, or takes too long, is dropped all the same:
+    a frozen or replaced broker must not hold up whoever is letting go of it."""
+    stops = [client.stop() for client in clients if client is not None]
+    if not stops:
+        return
+    results = asyncio.gather(*stops, return_exceptions=True)
+    try:
+        for result in await asyncio.wait_for(results, timeout):
+            if isinstance(result, Exception):
+                logger.debug("a Kafka client failed to stop: %s", result)
+    except TimeoutError:
+        logger.debug("Kafka clients did not stop within %ss", timeout)
+
+
+def bootstrap_servers() -> str:
+    servers = settings.KAFKA_BOOTSTRAP_SERVERS
+    if not servers:
+        raise ImproperlyConfigured(
+            "KAFKA_BOOTSTRAP_SERVERS is not set; `manage.py runstack` starts an "
+            "embedded broker and sets it for the processes it starts"
+        )
+    return servers
+
+
+def security_options() -> dict[str, Any]:
+    """The aiokafka keyword arguments for the ``KAFKA_SECURITY_*``, ``KAFKA_SASL_*`` and
+    ``KAFKA_SSL_*`` settings (checked together when the settings load).
+
+    ``security_protocol`` always; with SSL or SASL_SSL a new ``ssl_context`` that
+    trusts ``KAFKA_SSL_CAFILE`` (the system's CAs when empty) and presents the client
+    certificate if one is set; with SASL_PLAINTEXT or SASL_SSL the mechanism and the
+    credentials (aiokafka names them ``sasl_plain_*`` for SCRAM too).
+    """
+    protocol = settings.KAFKA_SECURITY_PROTOCOL
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        context = create_ssl_context(
+            cafile=settings.KAFKA_SSL_CAFILE or None,
+            certfile=settings.KAFKA_SSL_CERTFILE or None,
+            keyfile=settings.KAFKA_SSL_KEYFILE or None,
+            # A callable, so that OpenSSL never prompts on the terminal for a key password.
+            password=lambda: settings.KAFKA_SSL_KEY_PASSWORD,
+        )
+        # Off, the certificate must still be signed by a trusted CA; only its name is not checked.
+        context.check_hostname = settings.KAFKA_SSL_CHECK_HOSTNAME
+        options["ssl_context"] = context
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        options["sasl_mechanism"] = settings.KAFKA_SASL_MECHANISM
+        options["sasl_plain_username"] = settings.KAFKA_SASL_USERNAME
+        options["sasl_plain_password"] = settings.KAFKA_SASL_PASSWORD
+    return options
+
+
+def connection_options() -> dict[str, Any]:
+    """Options shared by every producer, consumer and admin client: where the
+    brokers are, and how to connect to them securely (:func:`security_options`)."""
+    return {
+        "bootstrap_servers": bootstrap_servers(),
+        "client_id": "eventsite",
+        **security_options(),
+    }
+
+
+def make_producer(**overrides: Any) -> AIOKafkaProducer:
+    options: dict[str, Any] = {
+        **connection_options(),
+        "acks": "all",
+        "enable_idempotence": settings.KAFKA_ENABLE_IDEMPOTENCE,
+        "linger_ms": settings.KAFKA_LINGER_MS,
+        "max_request_size": settings.MAX_EVENT_BYTES + 64 * 1024,
+        "request_timeout_ms": 10_000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(*topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer that never commits on its own: callers commit after durable work."""
+    options: dict[str, Any] = {
+        **connection_options(),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": 100,
+        "max_partition_fetch_bytes": settings.KAFKA_MAX_FETCH_BYTES,
+        "fetch_max_bytes": settings.KAFKA_MAX_FETCH_BYTES * 2,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+async def group_lag(group_id: str, topic: str) -> dict[int, dict[str, int | None]]:
+    """Per partition: the log end offset, the group's committed offset and the lag.
+
+    Uses a consumer's ``committed()`` (the embedded broker does not answer the
+    admin client's ListConsumerGroupOffsets). A partition the group never
+    committed has ``committed`` None and its whole log as lag.
+    """
+    consumer = make_consumer(group_id=group_id)
+    await consumer.start()
+    try:
+        partitions = await wait_for_topic(consumer, topic, timeout=10)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps)
+        report: dict[int, dict[str, int | None]] = {}
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            report[tp.partition] = {
+                "end": ends[tp],
+                "committed": committed,
+                "lag": ends[tp] - (committed or 0),
+            }
+        return report
+    finally:
+        await consumer.stop()
+
+
+async def ensure_topics(names: Iterable[str] | None = None) -> None:
+    """Create topics that are missing: by default the events topic and its dead-letter topic."""
+    admin = AIOKafkaAdminClient(**connection_options())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = list(names or [settings.KAFKA_EVENTS_TOPIC, settings.KAFKA_DLQ_TOPIC])
+        missing = [
+            NewTopic(
+                name,
+                num_partitions=settings.KAFKA_TOPIC_PARTITIONS,
+                replication_factor=settings.KAFKA_TOPIC_REPLICATION,
+            )
+            for name in wanted
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+                logger.info("created topics %s", [topic.name for topic in missing])
+            except TopicAlreadyExistsError:
+                pass  # another process created them first
+    finally:
+        await admin.close()
+
+
+async def wait_for_topic(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> set[int]:
+    """The topic's partition ids, once the consumer's metadata knows them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return partitions
+        if loop.time() > deadline:
+            raise TimeoutError(f"topic {topic!r} has no partitions after {timeout}s")
+        await consumer.topics()  # refreshes the cluster metadata
+        await asyncio.sleep(0.1)
+
+
+async def probe_broker(timeout: float = 3.0) -> None:
+    """Raise if the broker does not answer a metadata request within ``timeout``."""
+    client = AIOKafkaClient(**connection_options(), request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+    finally:
+        await client.close()

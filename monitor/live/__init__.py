@@ -1,0 +1,1 @@
+"""WebSockets: read the topic, fan out, deliver, replay."""

@@ -1,0 +1,288 @@
+"""Live fan-out: one Kafka reader per web process, one hub, many sockets.
+
+The tutorial way (one channel-layer ``group_send`` per event per client) is
+slow and, at the default capacity, silently loses messages. Here each ASGI
+process reads the topic itself (no consumer group, starting at the end) and
+hands the events to an in-process :class:`FanoutHub`. The hub gathers what
+arrives within one tick, encodes that batch **once** as a JSON frame (and,
+for sockets it can write to directly, once as WebSocket frame bytes: see
+:mod:`monitor.live.wire`), and offers the same frame to every client.
+
+Every client is bounded, and a client that falls behind is told what it
+missed (:mod:`monitor.live.delivery`). The reader is in :mod:`monitor.live.reader`.
+
+Daphne has no ASGI lifespan, so the reader starts with the first client and
+stops when the last one has been gone for a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from django.conf import settings
+
+from monitor.events.schema import Event
+from monitor.live.delivery import ClientStream, DirectStream, Frame
+from monitor.live.filters import EventFilter
+from monitor.live.reader import LiveReader
+from monitor.live.recent import RecentEvents
+
+logger = logging.getLogger(__name__)
+
+# How often a client that fell behind is checked for having caught up.
+LAG_CHECK_SECONDS = 0.05
+# Clients a frame is written to per turn of the event loop (see _write_slice).
+WRITE_SLICE = 128
+
+
+class FanoutHub:
+    """Registers client streams and broadcasts batches of events to them."""
+
+    def __init__(self) -> None:
+        self.clients: set[ClientStream | DirectStream] = set()
+        # Per partition, the offset after the last record the reader has handed
+        # over (published or skipped as invalid): every later event has an
+        # offset at least this. Replays hand their clients over at this line.
+        self.received_end: dict[int, int] = {}
+        # The latest events up to that line, for replays that need no broker.
+        self.recent = RecentEvents(settings.STREAM_RECENT_EVENTS)
+        self._pending: list[str] = []
+        self._pending_events: list[Event | None] = []
+        self._pending_positions: list[tuple[int, int] | None] = []
+        # Replays in progress: they keep the reader running without being clients yet.
+        self._holds = 0
+        self._flush_scheduled = False
+        self._writing = False
+        self._last_flush = float("-inf")
+        self._reader: LiveReader | None = None
+        self._idle_stop: asyncio.TimerHandle | None = None
+        # Clients owed a gap notice: told as soon as they catch up, even if no
+        # further event comes to carry it.
+        self._lagging: set[ClientStream | DirectStream] = set()
+        self._lag_check_scheduled = False
+
+    async def register(self, client: ClientStream | DirectStream, *, timeout: float = 10.0) -> None:
+        """Add a client; returns once the process's reader is positioned on the topic."""
+        self.clients.add(client)
+        await self.ensure_reader(timeout=timeout)
+
+    async def ensure_reader(self, *, timeout: float = 10.0) -> None:
+        """Start the process's reader if needed; return once it is positioned on the topic."""
+        if self._idle_stop is not None:
+            self._idle_stop.cancel()
+            self._idle_stop = None
+        if self._reader is None or self._reader.failed:
+            self._reader = LiveReader(self)
+            self._reader.start()
+        await self._reader.wait_ready(timeout)
+
+    def add(self, client: ClientStream | DirectStream) -> None:
+        """Add a client to a hub whose reader is ready (see :meth:`ensure_reader`)."""
+        self.clients.add(client)
+
+    def unregister(self, client: ClientStream | DirectStream) -> None:
+        self.detach(client)
+        client.close()
+
+    def detach(self, client: ClientStream | DirectStream) -> None:
+        """Stop offering events to ``client`` (which stays open, e.g. for a replay)."""
+        self.clients.discard(client)
+        self._lagging.discard(client)
+        self._stop_when_idle()
+
+    def hold(self) -> None:
+        """Keep the reader running while a replay works towards handing its client over."""
+        self._holds += 1
+        if self._idle_stop is not None:
+            self._idle_stop.cancel()
+            self._idle_stop = None
+
+    def release(self) -> None:
+        self._holds -= 1
+        self._stop_when_idle()
+
+    def _stop_when_idle(self) -> None:
+        if self._busy or self._reader is None or self._idle_stop is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._idle_stop = loop.call_later(settings.FANOUT_IDLE_STOP_SECONDS, self._stop_reader)
+
+    @property
+    def _busy(self) -> bool:
+        return bool(self.clients) or self._holds > 0
+
+    def live_positions(self) -> dict[int, int]:
+        """Per partition, the last offset before the live line (-1: none yet)."""
+        return {partition: end - 1 for partition, end in sorted(self.received_end.items())}
+
+    def _stop_reader(self) -> None:
+        self._idle_stop = None
+        if not self._busy and self._reader is not None:
+            self._reader.stop()
+            self._reader = None
+
+    def publish(
+        self,
+        items: list[str],
+        events: list[Event] | None = None,
+        positions: list[tuple[int, int]] | None = None,
+    ) -> None:
+        """Queue encoded events (``{"topic":..,"partition":..,"offset":..,"event":..}``),
+        with their envelopes and (partition, offset) when the caller has them
+        at hand (filters and replay hand-overs use them).
+
+        Frames are paced, not delayed: after a quiet tick the first events go
+        out at once; while events keep coming, one frame per tick carries all
+        that arrived since the last. Writing a frame costs a system call per
+        client whatever its size, so under load fewer, larger frames keep
+        every client's latency down.
+        """
+        if not items:
+            return
+        self._pending.extend(items)
+        self._pending_events.extend(events if events is not None else [None] * len(items))
+        self._pending_positions.extend(positions if positions is not None else [None] * len(items))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_scheduled or self._writing:
+            return  # a frame being written schedules the next when it is done
+        self._flush_scheduled = True
+        loop = asyncio.get_running_loop()
+        wait = self._last_flush + settings.FANOUT_TICK_MS / 1000 - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self._flush)
+        else:
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._last_flush = asyncio.get_running_loop().time()
+        batch = Batch(self._pending, self._pending_events, self._pending_positions)
+        batch.end = dict(self.received_end)
+        self._pending, self._pending_events, self._pending_positions = [], [], []
+        self._writing = True
+        self._write_slice(batch, list(self.clients), 0)
+
+    def _write_slice(
+        self, batch: Batch, clients: list[ClientStream | DirectStream], start: int
+    ) -> None:
+        """Write the batch to a slice of ``clients``; the rest on the next turn of the loop.
+
+        Between slices the loop serves everything else (the Kafka reader,
+        pings, new connections), so a frame to thousands of clients does not
+        hold up the next events. The next frame starts only once this one is
+        written to every client, so each client still gets frames in order.
+        """
+        end = start + WRITE_SLICE
+        current, lagging = self.clients, self._lagging
+        everything = batch.frame_for(None)
+        for client in clients[start:end]:
+            if client not in current:
+                continue
+            event_filter, floor = client.filter, client.floor
+            if floor is not None:
+                frame, count = batch.frame_for(event_filter, floor)
+                if batch.passed(floor):
+                    client.floor = None
+            elif event_filter is None:
+                frame, count = everything
+            else:
+                frame, count = batch.frame_for(event_filter)
+            if count and client.offer(frame, count):
+                lagging.add(client)
+        if end < len(clients):
+            asyncio.get_running_loop().call_soon(self._write_slice, batch, clients, end)
+            return
+        self._writing = False
+        self._schedule_lag_check()
+        if self._pending:
+            self._schedule_flush()
+
+    def _schedule_lag_check(self) -> None:
+        if self._lagging and not self._lag_check_scheduled:
+            self._lag_check_scheduled = True
+            asyncio.get_running_loop().call_later(LAG_CHECK_SECONDS, self._check_lagging)
+
+    def _check_lagging(self) -> None:
+        self._lag_check_scheduled = False
+        self._lagging = {
+            client for client in self._lagging if client in self.clients and not client.flush_gap()
+        }
+        self._schedule_lag_check()
+
+
+class Batch:
+    """One tick's events, encoded once per filter in use (once in all, without filters)."""
+
+    def __init__(
+        self,
+        items: list[str],
+        events: list[Event | None],
+        positions: list[tuple[int, int] | None] | None = None,
+    ) -> None:
+        self.items = items
+        self.events = events
+        self.positions: list[tuple[int, int] | None] = (
+            positions if positions is not None else [None] * len(items)
+        )
+        # The hub's received_end when this batch was cut: every later batch's
+        # events are at or past it.
+        self.end: dict[int, int] = {}
+        self.sent_ms = int(time.time() * 1000)
+        self._frames: dict[object, tuple[Frame, int]] = {}
+
+    def frame_for(
+        self, event_filter: EventFilter | None, floor: dict[int, int] | None = None
+    ) -> tuple[Frame, int]:
+        """The frame of the events ``event_filter`` lets through, and how many they are.
+
+        With a ``floor`` (per partition, the first offset a client is still
+        owed after a replay), events below it are left out.
+        """
+        key = event_filter if floor is None else (event_filter, tuple(sorted(floor.items())))
+        cached = self._frames.get(key)
+        if cached is None:
+            if event_filter is None and floor is None:
+                chosen = self.items
+            else:
+                chosen = [
+                    item
+                    for item, event, position in zip(
+                        self.items, self._envelopes(), self._positions(), strict=True
+                    )
+                    if (floor is None or position[1] >= floor.get(position[0], 0))
+                    and (event_filter is None or event_filter.matches(event))
+                ]
+            frame = Frame(events_frame(chosen, sent_ms=self.sent_ms))
+            cached = self._frames[key] = (frame, len(chosen))
+        return cached
+
+    def passed(self, floor: dict[int, int]) -> bool:
+        """Whether every later batch is past ``floor``, so that it no longer matters."""
+        return all(self.end.get(partition, 0) >= offset for partition, offset in floor.items())
+
+    def _envelopes(self) -> list[Event]:
+        for index, event in enumerate(self.events):
+            if event is None:  # published without its envelope: take it from the item
+                self.events[index] = json.loads(self.items[index])["event"]
+        return self.events  # type: ignore[return-value]
+
+    def _positions(self) -> list[tuple[int, int]]:
+        for index, position in enumerate(self.positions):
+            if position is None:
+                item = json.loads(self.items[index])
+                self.positions[index] = (item["partition"], item["offset"])
+        return self.positions  # type: ignore[return-value]
+
+
+def events_frame(items: list[str], *, sent_ms: int, replay: bool = False) -> str:
+    """The ``events`` frame carrying encoded ``items``, stamped with when it was cut."""
+    flag = ',"replay":true' if replay else ""
+    return f'{{"type":"events"{flag},"sent":{sent_ms},"events":[' + ",".join(items) + "]}"
+
+
+hub = FanoutHub()

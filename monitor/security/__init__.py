@@ -1,0 +1,1 @@
+"""HTTP-side credentials and limits."""

@@ -1,0 +1,1 @@
+"""Consumer groups, one shape: poll, parse, record, commit."""

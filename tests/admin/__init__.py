@@ -1,0 +1,1 @@
+"""Tests of monitor/admin.py and monitor/admin_analytics/."""

@@ -1,0 +1,1 @@
+"""Tests of the Django project's own modules."""

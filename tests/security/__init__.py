@@ -1,0 +1,1 @@
+"""Tests of monitor/security/ and the site's HTTP hardening."""

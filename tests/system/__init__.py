@@ -1,0 +1,1 @@
+"""Whole-stack tests: real processes, a real broker, faults."""

@@ -1,0 +1,1 @@
+"""Tests of monitor/views/ and the pages in a browser."""

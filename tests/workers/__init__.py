@@ -1,0 +1,1 @@
+"""Tests of monitor/workers/ and the commands that run them."""
