@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -452,18 +451,6 @@ async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
         await client.stop()
     except Exception:  # noqa: BLE001
         logger.debug("client stop failed", exc_info=True)
-
-
-def run_until_stopped(worker: BatchWorker | OutboxRelay) -> None:
-    """Run a worker in a fresh event loop; SIGINT or SIGTERM asks it to stop."""
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, worker.request_stop)
-        await worker.run()
-
-    asyncio.run(main())
 
 
 def _close_connection() -> None:

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from monitor.workers.base import run_until_stopped
+from monitor.runtime.stopping import run_until_stopped
 from monitor.workers.notifications import NotificationsWorker
 
 
