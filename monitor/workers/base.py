@@ -52,7 +52,6 @@ from django.db import (
     transaction,
 )
 
-from monitor.events.outbox import relay_outbox
 from monitor.events.schema import InvalidEvent, parse_record
 from monitor.kafka import clients as kafka
 from monitor.workers.analytics import RecordedFrom, record_batch
@@ -405,45 +404,6 @@ class AnalyticsWorker(BatchWorker):
     def consume_batch(self, records: list[RecordedFrom]) -> None:
         new = record_batch(records)
         logger.debug("analytics recorded %d new of %d events", new, len(records))
-
-
-class OutboxRelay:
-    """Publishes outbox rows that the eager path did not confirm, every ``interval`` seconds."""
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self._stop = asyncio.Event()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        producer: AIOKafkaProducer | None = None
-        while not self._stop.is_set():
-            try:
-                # Every round: a broker that restarted empty gets its topics back
-                # (with their partitions) before anything is sent to them.
-                await kafka.ensure_topics()
-                if producer is None:
-                    producer = kafka.make_producer()
-                    await producer.start()
-                # A connection lost while idle (a database restart) is replaced,
-                # in the thread the relay's queries run in.
-                await sync_to_async(close_old_connections)()
-                sent = await relay_outbox(producer)
-                if sent:
-                    logger.info("relayed %d outbox events", sent)
-            except Exception as exc:  # noqa: BLE001 - retried on the next round
-                logger.warning("outbox relay round failed: %s", exc)
-                if producer is not None:
-                    await _stop_client(producer)
-                    producer = None
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.interval)
-            except TimeoutError:
-                pass
-        if producer is not None:
-            await _stop_client(producer)
 
 
 async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from monitor.events.relay import OutboxRelay
 from monitor.runtime.stopping import run_until_stopped
-from monitor.workers.base import OutboxRelay
 
 
 class Command(BaseCommand):
