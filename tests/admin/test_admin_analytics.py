@@ -22,7 +22,7 @@ from monitor.admin_analytics.report import build_report
 from monitor.events.schema import Event, build_event, format_time
 from monitor.models import AnalyticsEvent, Post, PostDayEngagement, UserDayActivity
 from monitor.workers.analytics import RecordedFrom, record_batch
-from tests import test_pages_browser as pages
+from tests.views import test_pages_browser as pages
 from tests.conftest import Stack, photo_event, signup_event
 
 pytestmark = pytest.mark.django_db

@@ -16,7 +16,7 @@ from django.db.models import Sum
 from monitor.feed.services import post_create
 from monitor.management.processes import stop_processes
 from monitor.models import EventMinuteCount, OutboxEvent
-from tests import test_pages_browser as pages
+from tests.views import test_pages_browser as pages
 from tests.conftest import Poster, Processes, Stack, jpeg_bytes
 from tests.views.test_pages_browser import ARTIFACTS, sign_up
 

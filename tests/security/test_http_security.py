@@ -25,7 +25,7 @@ from PIL import Image
 
 from eventsite.media import MEDIA_HEADERS
 from monitor.feed.images import PhotoLimits, process_photo
-from tests import test_pages_browser as pages
+from tests.views import test_pages_browser as pages
 from tests.conftest import ROOT, Poster, Stack, jpeg_bytes
 
 SANDBOX = "default-src 'none'; sandbox"

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from monitor.models import Comment, Follow, Like, Post
-from tests import test_pages_browser as pages
+from tests.views import test_pages_browser as pages
 from tests.conftest import Stack, jpeg_bytes
 from tests.views.test_pages_browser import ARTIFACTS, sign_up
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from monitor.management.processes import stop_processes
 from monitor.models import Notice
-from tests import test_pages_browser as pages
+from tests.views import test_pages_browser as pages
 from tests.conftest import ROOT, Poster, Stack, jpeg_bytes
 from tests.views.test_pages_browser import ARTIFACTS, sign_up
 
