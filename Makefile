@@ -37,8 +37,9 @@ DJANGO6_TESTS := tests/events/test_schema.py tests/views/test_post_view.py tests
 	tests/dashboard/test_overview.py tests/feed/test_images.py tests/feed/test_services.py tests/workers/test_notifications.py \
 	tests/admin/test_admin_analytics.py tests/workers/test_prune.py tests/security/test_tokens.py tests/live/test_socket_auth.py \
 	tests/live/test_socket_security.py tests/live/test_message_rate.py tests/security/test_http_security.py \
-	tests/security/test_ratelimit.py tests/kafka/test_clients.py tests/live/test_tail.py \
-	tests/deploy/test_compose.py tests/system/test_scale_out.py
+	tests/security/test_ratelimit.py tests/security/test_client_address.py tests/kafka/test_clients.py tests/live/test_tail.py \
+	tests/deploy/test_compose.py tests/deploy/test_compose_kafka.py tests/deploy/test_dockerfile.py \
+	tests/deploy/test_nginx.py tests/deploy/test_healthcheck.py tests/system/test_scale_out.py
 test-django6:
 	@test -n "$(PYTHON312)" || { echo "set PYTHON312 to a Python 3.12+ interpreter"; exit 2; }
 	test -x $(DJANGO6_VENV)/bin/python || $(PYTHON312) -m venv $(DJANGO6_VENV)
@@ -48,7 +49,8 @@ test-django6:
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy monitor eventsite
+	$(BIN)/mypy --strict monitor eventsite
+	$(BIN)/lint-imports --no-cache
 
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

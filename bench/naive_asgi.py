@@ -30,7 +30,7 @@ from django.urls import path  # noqa: E402
 
 from monitor.events.schema import InvalidEvent, parse_event  # noqa: E402
 from monitor.kafka import clients as kafka  # noqa: E402
-from monitor.live.reader import encode_item  # noqa: E402
+from monitor.live.protocol import encode_item  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ def check_dependencies(timeout: float) -> str | None:
     django.setup()
     from django.db import connection
 
-    from monitor import kafka
+    from monitor.kafka import clients as kafka
 
     try:
         connection.ensure_connection()

@@ -1,0 +1,1 @@
+"""The Django project that serves monitor: settings, URLs, ASGI and serving."""

@@ -3,7 +3,7 @@
 Only the embedded default serves them (``SERVE_FILES``); a deployment's
 reverse proxy serves MEDIA_ROOT directly and should send the same headers
 (README, "Security"). Stored photos are re-encoded images with random names
-(monitor/feed/images.py, monitor/models.py), so anything else under MEDIA_ROOT,
+(monitor/feed/images.py, monitor/models/social.py), so anything else under MEDIA_ROOT,
 whatever its name, is not served: a browser must never get a page or a
 script from there.
 """

@@ -13,8 +13,9 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .env import envbool, envint, envlist
 from .settings import *  # noqa: F403
-from .settings import DEVELOPMENT_SECRET_KEY, envbool, envint, envlist
+from .settings import DEVELOPMENT_SECRET_KEY
 
 # A production process never shows tracebacks: refuse rather than quietly
 # ignore an operator who believes DEBUG is on.

@@ -16,8 +16,6 @@ import asyncio
 import functools
 import inspect
 import logging
-import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,6 +26,8 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
 from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
+
+from monitor.events.after_response import AfterResponse
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def skip_twisted_form_parsing() -> bool:
         kwargs.setdefault("parsePOSTFormSubmission", False)
         original(self, *args, **kwargs)
 
-    __init__.skips_form_parsing = True  # type: ignore[attr-defined]
-    WebRequest.__init__ = __init__  # type: ignore[method-assign]
+    __init__.skips_form_parsing = True  # type: ignore[attr-defined]  # a marker on the function
+    WebRequest.__init__ = __init__
     return True
 
 
@@ -70,8 +70,8 @@ class PooledThreadsHandler(ASGIHandler):
     request path, the same one WSGI servers use. Each pool thread keeps its
     database connection for ``DATABASE_CONN_MAX_AGE`` seconds. An async view
     still works: Django runs it on the event loop and waits for it in the
-    thread. Work handed to :func:`call_after_response` runs once the response
-    is sent.
+    thread. Work handed to :func:`monitor.events.after_response.call_after_response`
+    runs once the response is sent.
     """
 
     def __init__(self, threads: int) -> None:
@@ -100,7 +100,7 @@ class PooledThreadsHandler(ASGIHandler):
             try:
                 await self.send_response(response, send)
             finally:
-                _run(after)
+                after.run()
                 # Fires request_finished, which keeps or closes the thread's connection.
                 await loop.run_in_executor(self._pool, response.close)
         finally:
@@ -108,49 +108,22 @@ class PooledThreadsHandler(ASGIHandler):
 
     def _respond(
         self, scope: dict[str, Any], body_file: Any
-    ) -> tuple[HttpResponseBase, list[Callable[[], None]]]:
-        after: list[Callable[[], None]] = []
-        _after_response.callbacks = after
+    ) -> tuple[HttpResponseBase, AfterResponse]:
+        after = AfterResponse()
         try:
-            set_script_prefix(get_script_prefix(scope))
-            signals.request_started.send(sender=self.__class__, scope=scope)
-            request, error_response = self.create_request(scope, body_file)
-            if request is None:
-                assert error_response is not None
-                return error_response, after
-            response = self.get_response(request)
-            response._handler_class = self.__class__  # type: ignore[attr-defined]
+            with after.collecting():
+                set_script_prefix(get_script_prefix(scope))
+                signals.request_started.send(sender=self.__class__, scope=scope)
+                request, error_response = self.create_request(scope, body_file)
+                if request is None:
+                    assert error_response is not None
+                    return error_response, after
+                response = self.get_response(request)
+            response._handler_class = self.__class__  # type: ignore[attr-defined]  # not in stubs
             if isinstance(response, FileResponse):
                 response.block_size = self.chunk_size
             return response, after
         except BaseException:
-            _run(after)
+            # No response will be sent: what was handed over runs now.
+            after.run()
             raise
-        finally:
-            _after_response.callbacks = None
-
-
-_after_response = threading.local()
-
-
-def call_after_response(callback: Callable[[], None]) -> None:
-    """Call ``callback`` once the response of the request this thread is serving
-    has been sent; at once outside a request served by :class:`PooledThreadsHandler`.
-
-    For quick, thread-safe hand-overs (the event publisher's ``submit``) that
-    would otherwise compete with the rest of the request for the process.
-    """
-    pending = getattr(_after_response, "callbacks", None)
-    if pending is None:
-        callback()
-    else:
-        pending.append(callback)
-
-
-def _run(callbacks: list[Callable[[], None]]) -> None:
-    for callback in callbacks:
-        try:
-            callback()
-        except Exception:  # noqa: BLE001 - one failing hand-over must not stop the others
-            logger.exception("after-response callback failed")
-    callbacks.clear()

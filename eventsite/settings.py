@@ -7,7 +7,6 @@ Kafka-compatible broker that ``manage.py runstack`` starts.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -15,37 +14,11 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from .env import envbool, envint, envlist, envnetworks, envrates
 from .kafka_security import check_kafka_security
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.getenv("EVENTSITE_VAR_DIR", BASE_DIR / "var"))
-
-
-def envbool(name: str, default: bool) -> bool:
-    value = os.getenv(name)
-    if value is None or value == "":
-        return default
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {value!r}")
-
-
-def envint(name: str, default: int) -> int:
-    value = os.getenv(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
-
-
-def envlist(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
-
 
 DEBUG = envbool("DJANGO_DEBUG", True)
 DEVELOPMENT_SECRET_KEY = "insecure-development-key-only-for-the-embedded-default"
@@ -314,49 +287,7 @@ PRESENCE_HEARTBEAT_SECONDS = envint("EVENTSITE_PRESENCE_HEARTBEAT_SECONDS", 5)
 # connected to /ws/notices/ through it.
 NOTICES_POLL_MS = envint("EVENTSITE_NOTICES_POLL_MS", 500)
 
-# --- Rate limits (monitor/security/ratelimit.py) --------------------------------------
-
-
-def envrates(name: str, defaults: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
-    """Limits as ``action=N/S,...`` (at most N requests every S seconds), each
-    over its default; ``action=off``, or the whole value ``off``, lifts limits."""
-    value = os.getenv(name, "").strip()
-    if value.lower() == "off":
-        return {}
-    rates, given = dict(defaults), set()
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        action, _, rate = (part.strip() for part in item.partition("="))
-        if action not in defaults:
-            known = ", ".join(sorted(defaults))
-            raise ImproperlyConfigured(f"{name}: unknown action {action!r} (known: {known})")
-        if action in given:
-            raise ImproperlyConfigured(f"{name}: {action!r} is given twice")
-        given.add(action)
-        count, slash, seconds = rate.partition("/")
-        if rate.lower() == "off":
-            del rates[action]
-        elif slash and count.isdecimal() and seconds.isdecimal() and int(count) and int(seconds):
-            rates[action] = (int(count), int(seconds))
-        else:
-            raise ImproperlyConfigured(
-                f"{name}: {item!r} must be {action}=N/S (at most N requests every S seconds, "
-                f"both whole numbers above 0) or {action}=off"
-            )
-    return rates
-
-
-def envnetworks(name: str) -> list[str]:
-    networks = []
-    for item in envlist(name, ""):
-        try:
-            networks.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"{name}: {item!r} is not an IP address or network (such as 10.0.0.0/8)"
-            ) from None
-    return networks
-
-
+# --- Rate limits (monitor/security/ratelimit.py) ----------------------------
 # Posting, liking (and unliking), commenting and signing in, counted per
 # signed-in user and per client address (sign-ins: per address and per
 # username tried); past a limit, requests are answered 429 until the window ends.

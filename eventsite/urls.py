@@ -1,3 +1,9 @@
+"""The site's URLs: each path names a view of monitor.views (the HTTP layer).
+
+Uploaded photos are served from here only while ``SERVE_FILES`` is on (the
+embedded default); a deployment's reverse proxy serves them otherwise.
+"""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -1,6 +1,20 @@
+"""The admin: where staff read what the event pipeline recorded, and act on it.
+
+At the top of the layers, beside the views: it lists the social tables, the
+outbox, the analytics rows and aggregates (with the analytics page of
+:mod:`monitor.admin_analytics`), the notices and the dead letters (which
+staff re-drive onto the events topic), and every user's API tokens. Rows the
+pipeline writes are read-only here: changing one would skip the event it
+should emit, or let a redelivered event be counted again.
+"""
+
 from __future__ import annotations
 
+from types import GenericAlias
+from typing import TYPE_CHECKING, Any, TypeVar
+
 from django.contrib import admin, messages
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import URLPattern, path
 
@@ -24,31 +38,43 @@ from monitor.models import (
 from monitor.security.tokens import token_create, token_revoke
 from monitor.workers.deadletters import redrive_now
 
+_ModelT = TypeVar("_ModelT", bound=Model)
+
+if TYPE_CHECKING:
+    ModelAdmin = admin.ModelAdmin
+else:
+
+    class ModelAdmin(admin.ModelAdmin):
+        """Django's ModelAdmin, subscriptable at run time (``ModelAdmin[Post]``)
+        as it is in the type stubs."""
+
+        __class_getitem__ = classmethod(GenericAlias)
+
 
 @admin.register(Post)
-class PostAdmin(admin.ModelAdmin):
+class PostAdmin(ModelAdmin[Post]):
     list_display = ("id", "author", "caption", "created_at")
     list_select_related = ("author",)
     search_fields = ("caption", "author__username")
     date_hierarchy = "created_at"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ModelAdmin[_ModelT]):
     """Records written by the event pipeline; staff look, they do not edit."""
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: _ModelT | None = None) -> bool:
         return False
 
 
-class ViewOnlyAdmin(ReadOnlyAdmin):
+class ViewOnlyAdmin(ReadOnlyAdmin[_ModelT]):
     """Rows that only the services or the analytics writer change: deleting one
     here would skip the event it should emit, or let a redelivered event be
     counted again."""
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: _ModelT | None = None) -> bool:
         return False
 
 
@@ -58,15 +84,17 @@ class EventTypeFilter(admin.SimpleListFilter):
     title = "type"
     parameter_name = "type"
 
-    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [(name, name) for name in sorted(EVENT_TYPES)]
 
-    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.filter(type=self.value()) if self.value() else queryset
 
 
 @admin.register(AnalyticsEvent)
-class AnalyticsEventAdmin(ViewOnlyAdmin):
+class AnalyticsEventAdmin(ViewOnlyAdmin[AnalyticsEvent]):
     list_display = ("time", "type", "actor", "subject", "partition", "offset", "event_id")
     list_filter = (EventTypeFilter,)
     search_fields = ("=event_id", "actor", "subject")
@@ -96,19 +124,21 @@ class AnalyticsEventAdmin(ViewOnlyAdmin):
         return export_events(request, self)
 
     @admin.action(description="Export selected events as CSV")
-    def export_csv(self, request, queryset) -> HttpResponseBase:  # type: ignore[no-untyped-def]
+    def export_csv(
+        self, request: HttpRequest, queryset: QuerySet[AnalyticsEvent]
+    ) -> HttpResponseBase:
         return csv_response(request, queryset, name="events-selected")
 
 
 @admin.register(EventMinuteCount)
-class EventMinuteCountAdmin(ViewOnlyAdmin):
+class EventMinuteCountAdmin(ViewOnlyAdmin[EventMinuteCount]):
     list_display = ("minute", "type", "count")
     list_filter = (EventTypeFilter,)
     date_hierarchy = "minute"
 
 
 @admin.register(UserDayActivity)
-class UserDayActivityAdmin(ViewOnlyAdmin):
+class UserDayActivityAdmin(ViewOnlyAdmin[UserDayActivity]):
     list_display = ("day", "actor", "count")
     search_fields = ("=actor",)
     date_hierarchy = "day"
@@ -116,7 +146,7 @@ class UserDayActivityAdmin(ViewOnlyAdmin):
 
 
 @admin.register(PostDayEngagement)
-class PostDayEngagementAdmin(ViewOnlyAdmin):
+class PostDayEngagementAdmin(ViewOnlyAdmin[PostDayEngagement]):
     list_display = ("day", "post_id", "likes", "unlikes", "comments")
     search_fields = ("post_id__exact",)
     date_hierarchy = "day"
@@ -124,7 +154,7 @@ class PostDayEngagementAdmin(ViewOnlyAdmin):
 
 
 @admin.register(Like)
-class LikeAdmin(ViewOnlyAdmin):
+class LikeAdmin(ViewOnlyAdmin[Like]):
     list_display = ("created_at", "user", "post")
     list_select_related = ("user", "post__author")
     list_filter = ("created_at",)
@@ -133,7 +163,7 @@ class LikeAdmin(ViewOnlyAdmin):
 
 
 @admin.register(Comment)
-class CommentAdmin(ViewOnlyAdmin):
+class CommentAdmin(ViewOnlyAdmin[Comment]):
     list_display = ("created_at", "author", "post", "text")
     list_select_related = ("author", "post__author")
     list_filter = ("created_at",)
@@ -142,7 +172,7 @@ class CommentAdmin(ViewOnlyAdmin):
 
 
 @admin.register(Follow)
-class FollowAdmin(ViewOnlyAdmin):
+class FollowAdmin(ViewOnlyAdmin[Follow]):
     list_display = ("created_at", "follower", "followee")
     list_select_related = ("follower", "followee")
     list_filter = ("created_at",)
@@ -151,7 +181,7 @@ class FollowAdmin(ViewOnlyAdmin):
 
 
 @admin.register(Notice)
-class NoticeAdmin(ViewOnlyAdmin):
+class NoticeAdmin(ViewOnlyAdmin[Notice]):
     list_display = ("created_at", "recipient", "kind", "actor_name", "text", "read_at")
     list_select_related = ("recipient",)
     list_filter = ("kind", ("read_at", admin.EmptyFieldListFilter), "created_at")
@@ -160,7 +190,7 @@ class NoticeAdmin(ViewOnlyAdmin):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(ReadOnlyAdmin):
+class OutboxEventAdmin(ReadOnlyAdmin[OutboxEvent]):
     list_display = ("created_at", "event_type", "event_id", "sent_at", "attempts")
     list_filter = ("event_type", ("sent_at", admin.EmptyFieldListFilter))
     search_fields = ("=event_id",)
@@ -168,7 +198,7 @@ class OutboxEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(ReadOnlyAdmin):
+class DeadLetterAdmin(ReadOnlyAdmin[DeadLetter]):
     list_display = ("created_at", "group", "position", "size", "reason", "redriven_at")
     list_filter = ("group", ("redriven_at", admin.EmptyFieldListFilter))
     search_fields = ("reason",)
@@ -191,7 +221,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         return f"{letter.topic}[{letter.partition}]@{letter.offset}"
 
     @admin.action(description="Re-drive selected dead letters onto the events topic")
-    def redrive(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
+    def redrive(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         letters = list(queryset)
         try:
             done = redrive_now(letters)
@@ -203,7 +233,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ModelAdmin[ApiToken]):
     """Every user's tokens: staff can revoke any, or make one for a user (shown
     once, in the message after saving). Only digests are stored."""
 
@@ -215,7 +245,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
     fields = ("user", "name", "prefix", "created", "last_used", "revoked")
     raw_id_fields = ("user",)
 
-    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple:
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ApiToken | None = None
+    ) -> tuple[str, ...]:
         if obj is None:
             return ("prefix", "created", "last_used", "revoked")
         return ("user", "name", "prefix", "created", "last_used", "revoked")
@@ -232,9 +264,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Revoke the selected tokens")
-    def revoke(self, request: HttpRequest, queryset: object) -> None:
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         count = 0
-        for token in ApiToken.objects.filter(pk__in=queryset, revoked__isnull=True):  # type: ignore[misc]
+        for token in queryset.filter(revoked__isnull=True):
             token_revoke(token=token)
             count += 1
         self.message_user(

@@ -1,3 +1,5 @@
+"""The Django app that holds the whole event monitor, under the label ``monitor``."""
+
 from __future__ import annotations
 
 from django.apps import AppConfig

@@ -1,30 +1,34 @@
-"""Shared fixtures: the embedded broker, a running stack, users and images."""
+"""Shared fixtures: the embedded broker, a running stack, product processes
+for one test, a fresh topic per test, a user, and a headless browser.
+
+Helpers that are not fixtures live in tests/support/; the fixtures here build
+on them. Every process a fixture starts is stopped by its PID at the end."""
 
 from __future__ import annotations
 
-import io
 import os
-import re
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 from django.conf import settings
-from PIL import Image
+from django.contrib.auth.models import User
+from django.test.testcases import TransactionTestCase
+from pytest_django import DjangoDbBlocker, Settings
 
-from monitor.events.schema import build_event
 from monitor.kafka.embedded import EmbeddedBroker, free_port
 from monitor.management.processes import daphne_command, stop_processes
+from tests.support.browser import headless_chromium
+from tests.support.project import ROOT
+from tests.support.stack import Processes, Stack, child_database_env, wait_for_http
 
-ROOT = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -38,7 +42,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     try:
         connection.get_new_connection(connection.get_connection_params()).close()
-    except connection.Database.Error as exc:
+    except connection.Database.Error as exc:  # type: ignore[attr-defined]  # the driver's module, which each backend sets
         where = f"{connection.settings_dict['HOST']}:{connection.settings_dict['PORT']}"
         pytest.exit(
             f"the {connection.display_name} server in DATABASE_URL ({where}) cannot be reached:"
@@ -66,7 +70,7 @@ def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _media_in_tmp(settings, media_root: Path) -> None:
+def _media_in_tmp(settings: Settings, media_root: Path) -> None:
     settings.MEDIA_ROOT = media_root
 
 
@@ -80,77 +84,22 @@ os.environ["EVENTSITE_RATE_LIMITS"] = ",".join(
 
 
 @pytest.fixture(autouse=True)
-def _generous_rate_limits(settings) -> None:
+def _generous_rate_limits(settings: Settings) -> None:
     settings.RATE_LIMITS = dict(TEST_RATE_LIMITS)
 
 
-def signup_event(n: int, *, at: datetime | None = None, source: str = "/test") -> dict:
-    """A valid ``user.signed_up`` envelope for user ``n``."""
-    return build_event(
-        type="user.signed_up",
-        subject=f"users/{n}",
-        actor=str(n),
-        data={"user_id": n, "username": f"user{n}"},
-        source=source,
-        time=at,
-    )
-
-
-def photo_event(
-    n: int, *, author_id: int | None = None, caption: str | None = None, at: datetime | None = None
-) -> dict:
-    """A valid ``photo.posted`` envelope for post ``n`` (by user ``n`` unless ``author_id``)."""
-    author = n if author_id is None else author_id
-    return build_event(
-        type="photo.posted",
-        subject=f"posts/{n}",
-        actor=str(author),
-        data={
-            "post_id": n,
-            "author_id": author,
-            "author": f"user{author}",
-            "caption": f"caption {n}" if caption is None else caption,
-            "photo_url": f"/media/photos/{n}.jpg",
-        },
-        source="/test",
-        time=at,
-    )
-
-
-def jpeg_bytes(size: tuple[int, int] = (64, 48), color: str = "teal") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
 @pytest.fixture
-def user(django_user_model):
+def user(django_user_model: type[User]) -> User:
     return django_user_model.objects.create_user(username="alice", password="pw-alice-123")
 
 
 @pytest.fixture
-def topics(settings) -> tuple[str, str]:
+def topics(settings: Settings) -> tuple[str, str]:
     """A fresh events topic and DLQ for this test, so tests never see each other's records."""
     name = f"events-{uuid.uuid4().hex[:8]}"
     settings.KAFKA_EVENTS_TOPIC = name
     settings.KAFKA_DLQ_TOPIC = f"{name}.dlq"
     return name, f"{name}.dlq"
-
-
-def child_database_env() -> dict[str, str]:
-    """What a child process's environment needs so that Django in it uses this
-    run's test database (not the one ``DATABASE_URL`` names).
-
-    Call it once pytest-django has set the test database up (any fixture that
-    depends on ``django_db_setup`` or a ``django_db`` test); ``DATABASE_URL``
-    keeps its scheme, login, host, port and options, with the test database's
-    name in place of its own.
-    """
-    database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
-        return {"DATABASE_URL": f"sqlite:///{database['NAME']}"}
-    url = urlsplit(os.environ["DATABASE_URL"])
-    return {"DATABASE_URL": url._replace(path="/" + quote(str(database["NAME"]))).geturl()}
 
 
 def _flush_retrying_deadlocks() -> None:
@@ -160,27 +109,27 @@ def _flush_retrying_deadlocks() -> None:
     transaction over several of them; PostgreSQL then aborts one side, and
     expects it to try again, as the product's workers do."""
     from django.core.management.base import CommandError
-    from django.test.testcases import TransactionTestCase
 
-    original = TransactionTestCase._fixture_teardown
+    original = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]  # private to Django: not in its stubs
 
     def _fixture_teardown(self: TransactionTestCase) -> None:
         for attempt in range(1, 6):
             try:
-                return original(self)
+                original(self)
+                return
             except CommandError as exc:
                 if attempt == 5 or "deadlock detected" not in str(exc.__cause__):
                     raise
                 time.sleep(0.2 * attempt)
 
-    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[method-assign]
+    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[attr-defined]  # as above; Django has no hook to wrap the flush
 
 
 _flush_retrying_deadlocks()
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
+def django_db_setup(django_db_setup: None, django_db_blocker: DjangoDbBlocker) -> Iterator[None]:
     """pytest-django's test database; on PostgreSQL, before it is dropped, the
     sessions still open on it are ended. Threads of this process (the request
     pool, asgiref's executors) keep their connections for reuse, and PostgreSQL
@@ -197,35 +146,13 @@ def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
         )
 
 
-@dataclass
-class Stack:
-    """Server processes running against the test database and broker."""
-
-    base_url: str
-    ws_url: str
-    env: dict[str, str]
-    processes: dict[str, subprocess.Popen[bytes]]
-
-    @property
-    def origin(self) -> str:
-        return self.base_url
-
-
-def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with code {process.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
 @pytest.fixture(scope="session")
-def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Iterator[Stack]:
+def stack(
+    django_db_setup: None,
+    django_db_blocker: DjangoDbBlocker,
+    kafka_broker: EmbeddedBroker,
+    media_root: Path,
+) -> Iterator[Stack]:
     """daphne and the analytics worker, as the product runs them, on the test database."""
     port = free_port()
     env = {
@@ -245,52 +172,10 @@ def stack(django_db_setup, django_db_blocker, kafka_broker, media_root) -> Itera
         ),
     }
     try:
-        _wait_for_http(f"http://127.0.0.1:{port}/healthz", processes["web"], timeout=30)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", processes["web"], timeout=30)
         yield Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, processes)
     finally:
         stop_processes(processes.values())
-
-
-class Processes:
-    """Product processes (web, workers) started for one test, stopped by PID at the end."""
-
-    COMMANDS = {
-        "analytics": ["manage.py", "run_analytics"],
-        "relay": ["manage.py", "relay_outbox", "--interval", "0.5"],
-    }
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-        self.port: int | None = None
-
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        if name == "web":
-            self.port = self.port or free_port()
-            argv = daphne_command("-b", "127.0.0.1", "-p", str(self.port))
-        else:
-            argv = [sys.executable, *self.COMMANDS[name]]
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        self.running[name] = process
-        if name == "web":
-            _wait_for_http(f"{self.base_url}/healthz", process, timeout=30)
-        return process
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self, name: str) -> str:
-        path = self.log_dir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop_all(self) -> None:
-        stop_processes(self.running.values())
 
 
 @pytest.fixture
@@ -302,7 +187,13 @@ def own_broker() -> Iterator[EmbeddedBroker]:
 
 
 @pytest.fixture
-def processes(own_broker, media_root, tmp_path, settings, django_db_setup) -> Iterator[Processes]:
+def processes(
+    own_broker: EmbeddedBroker,
+    media_root: Path,
+    tmp_path: Path,
+    settings: Settings,
+    django_db_setup: None,
+) -> Iterator[Processes]:
     """Start product processes against ``own_broker`` and the test database."""
     settings.KAFKA_BOOTSTRAP_SERVERS = own_broker.bootstrap_servers
     env = {
@@ -320,36 +211,8 @@ def processes(own_broker, media_root, tmp_path, settings, django_db_setup) -> It
     group.stop_all()
 
 
-CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-
-
-class Poster:
-    """A user who signed up through the real form and posts photos over HTTP."""
-
-    def __init__(self, base_url: str, username: str) -> None:
-        self.base_url = base_url
-        self.client = httpx.Client(base_url=base_url, timeout=30)
-        token = CSRF_FIELD.search(self.client.get("/accounts/signup/").text).group(1)
-        response = self.client.post(
-            "/accounts/signup/",
-            data={
-                "username": username,
-                "password": "a-long-pass-phrase-7",
-                "csrfmiddlewaretoken": token,
-            },
-            headers={"Referer": base_url + "/accounts/signup/"},
-        )
-        assert response.status_code == 302, response.text
-        self.token = CSRF_FIELD.search(self.client.get("/posts/new/").text).group(1)
-        self.photo = jpeg_bytes()
-
-    def post(self, caption: str) -> int:
-        """Post a photo; returns the new post's id."""
-        response = self.client.post(
-            "/posts/new/",
-            data={"caption": caption, "csrfmiddlewaretoken": self.token},
-            files={"photo": ("p.jpg", self.photo, "image/jpeg")},
-            headers={"Referer": self.base_url + "/posts/new/", "Accept": "application/json"},
-        )
-        assert response.status_code == 201, response.text
-        return int(response.json()["id"])
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium per test module (tests/support/browser.py)."""
+    with headless_chromium() as chromium:
+        yield chromium

@@ -43,6 +43,8 @@ class WriterTurn:
         return self._fd
 
     def acquire(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the turn: True once held (give it
+        back with ``release``), False if the wait ran out (nothing is held)."""
         deadline = time.monotonic() + timeout
         if not self._threads.acquire(timeout=max(timeout, 0)):
             return False
@@ -79,8 +81,10 @@ def turn_for(database: str) -> WriterTurn:
 
 
 class DatabaseCreation(creation.DatabaseCreation):
+    """Django's, also removing the test database's turn file when it is destroyed."""
+
     def _destroy_test_db(self, test_database_name: str, verbosity: int) -> None:
-        super()._destroy_test_db(test_database_name, verbosity)  # type: ignore[misc]
+        super()._destroy_test_db(test_database_name, verbosity)  # type: ignore[misc]  # private, not in django-stubs
         if not self.is_in_memory_db(test_database_name):
             try:
                 os.remove(f"{test_database_name}-writers")
@@ -89,6 +93,9 @@ class DatabaseCreation(creation.DatabaseCreation):
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    """Django's SQLite connection, taking a writer's turn for each transaction
+    and giving it back when the transaction ends or the connection closes."""
+
     creation_class = DatabaseCreation
     _turn: WriterTurn | None = None
 
@@ -97,7 +104,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if turn.acquire(timeout=self.settings_dict["OPTIONS"].get("timeout", 5)):
             self._turn = turn
         try:
-            super()._start_transaction_under_autocommit()  # type: ignore[misc]
+            super()._start_transaction_under_autocommit()  # type: ignore[misc]  # private, not in django-stubs
         except BaseException:
             self._end_turn()
             raise
@@ -109,18 +116,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _commit(self) -> None:
         try:
-            super()._commit()  # type: ignore[misc]
+            super()._commit()  # type: ignore[misc]  # private, not in django-stubs
         finally:
             self._end_turn()
 
     def _rollback(self) -> None:
         try:
-            super()._rollback()  # type: ignore[misc]
+            super()._rollback()  # type: ignore[misc]  # private, not in django-stubs
         finally:
             self._end_turn()
 
     def _close(self) -> None:
         try:
-            super()._close()  # type: ignore[misc]
+            super()._close()  # type: ignore[misc]  # private, not in django-stubs
         finally:
             self._end_turn()

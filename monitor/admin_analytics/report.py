@@ -16,7 +16,7 @@ from django.urls import reverse
 from monitor.admin_analytics.filters import MAX_DAYS, Filters
 from monitor.events.schema import EVENT_TYPES
 from monitor.models import EventMinuteCount, Post, PostDayEngagement, UserDayActivity
-from monitor.workers.analytics import pruned_before
+from monitor.workers.pruning import pruned_before
 
 TOP_ROWS = 20
 DAY_SECONDS = 86_400
@@ -118,7 +118,7 @@ def _active_per_day(filters: Filters) -> dict[date, int]:
 
 def _active_in_range(filters: Filters) -> int:
     days = _in_range(UserDayActivity.objects.all(), filters)
-    return days.aggregate(n=Count("actor", distinct=True))["n"]
+    return int(days.aggregate(n=Count("actor", distinct=True))["n"])
 
 
 def _counts_per_day(filters: Filters, types: tuple[str, ...]) -> dict[tuple[date, str], int]:

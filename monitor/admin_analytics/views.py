@@ -16,7 +16,9 @@ from monitor.models import AnalyticsEvent
 from monitor.views import wants_json
 
 
-def analytics_page(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResponse:
+def analytics_page(
+    request: HttpRequest, model_admin: admin.ModelAdmin[AnalyticsEvent]
+) -> HttpResponse:
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     context = {
@@ -38,7 +40,9 @@ def analytics_page(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpR
     return TemplateResponse(request, "admin/monitor/analytics.html", context)
 
 
-def export_events(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResponseBase:
+def export_events(
+    request: HttpRequest, model_admin: admin.ModelAdmin[AnalyticsEvent]
+) -> HttpResponseBase:
     """The raw events in the page's range and types, as CSV."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied

@@ -2,21 +2,20 @@
 
 Kafka state comes from :data:`kafka_state`, one reader per process that many
 polling dashboards share: it reads at most once per ``max_age`` seconds, and
-requests that arrive during a read wait for that read. Event rates are in
-:mod:`monitor.dashboard.rates`.
+requests that arrive during a read wait for that read. The consumer groups
+it reports are named in :mod:`monitor.workers.groups` (names only: nothing
+here runs a worker). Event rates are in :mod:`monitor.dashboard.rates`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from django.conf import settings
@@ -28,15 +27,15 @@ from monitor.events.schema import format_time
 from monitor.kafka import clients as kafka
 from monitor.live import presence
 from monitor.models import DeadLetter
-from monitor.workers.base import AnalyticsWorker
+from monitor.runtime.background_loop import BackgroundLoop
+from monitor.workers import groups
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# The consumer groups eventsite runs on the events topic, whose lag the
-# dashboard shows: a new worker class adds its group_id here.
-CONSUMER_GROUPS: tuple[str, ...] = (AnalyticsWorker.group_id, "notifications")
+# The consumer groups whose lag the dashboard shows; each read looks it up afresh.
+CONSUMER_GROUPS: tuple[str, ...] = groups.ALL
+# How long closing the clients may take: a frozen broker must not hold up a request.
+CLIENTS_STOP_SECONDS = 2.0
 
 
 def dashboard_state() -> dict[str, Any]:
@@ -108,8 +107,8 @@ class KafkaStateReader:
         self.timeout = timeout
         self.retry_after = retry_after
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._background = BackgroundLoop("kafka-state")
+        self._closed_at_exit = False
         self._clients: _Clients | None = None
         self._target: _Target | None = None
         self._report: KafkaReport | None = None
@@ -133,7 +132,7 @@ class KafkaStateReader:
                 self._close_clients()
                 self._target = target
             try:
-                self._report = self._call(self._fetch(target), self.timeout)
+                self._report = self._read_from_broker(target)
                 self._expires = time.monotonic() + self.max_age
             except Exception as exc:  # noqa: BLE001 - any failure is the answer
                 self._close_clients()
@@ -150,13 +149,8 @@ class KafkaStateReader:
         """Close the clients and stop the background loop."""
         with self._lock:
             self._close_clients(wait=True)
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
             self._target = self._report = None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(5)
-            loop.close()
+        self._background.stop()
 
     def _describe(self, exc: Exception) -> str:
         if isinstance(exc, TimeoutError):
@@ -165,32 +159,27 @@ class KafkaStateReader:
         # aiokafka's errors already start with their class name.
         return text if text.startswith(name) else f"{name}: {text}".strip()
 
-    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
-        """Run ``coroutine`` on the background loop; raise TimeoutError after ``timeout``."""
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(
-                target=self._loop.run_forever, name="kafka-state", daemon=True
-            )
-            self._thread.start()
+    def _read_from_broker(self, target: _Target) -> KafkaReport:
+        """One read on the background loop, bounded by ``timeout``."""
+        if not self._closed_at_exit:
+            # Stopped before the interpreter ends, so that the clients close their
+            # connections rather than vanish with the loop's daemon thread.
             atexit.register(self.close)
-        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, timeout), self._loop)
-        try:
-            return future.result(timeout + 1)
-        except TimeoutError:
-            future.cancel()
-            raise
+            self._closed_at_exit = True
+        return self._background.call(self._fetch(target), self.timeout)
 
     def _close_clients(self, *, wait: bool = False) -> None:
         """Drop the clients; they stop on the background loop, waited for only if ``wait``
         (a frozen broker could hold a request up for the whole stop)."""
         clients, self._clients = self._clients, None
-        if clients is None or self._loop is None:
+        if clients is None or not self._background.running:
             return
-        stopping = asyncio.run_coroutine_threadsafe(_stop_all(clients.all()), self._loop)
+        stopping = self._background.submit(
+            kafka.stop_quietly(*clients.all(), timeout=CLIENTS_STOP_SECONDS)
+        )
         if wait:
             try:
-                stopping.result(3.0)
+                stopping.result(CLIENTS_STOP_SECONDS + 1)
             except Exception as exc:  # noqa: BLE001 - they are dropped either way
                 logger.warning("closing the dashboard's Kafka clients failed: %s", exc)
 
@@ -275,12 +264,6 @@ def _group_report(
         "lag": sum(row["lag"] for row in rows),
         "partitions": rows,
     }
-
-
-async def _stop_all(consumers: list[AIOKafkaConsumer]) -> None:
-    stops = asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stops, 2.0)
 
 
 kafka_state = KafkaStateReader()

@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Func, IntegerField, Q, Sum
+from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
 from monitor.events.schema import EVENT_TYPES
@@ -19,6 +21,8 @@ from monitor.models import AnalyticsEvent, EventMinuteCount
 # The chart's window (minutes) and its bucket width (seconds) for each.
 RATE_BUCKET_SECONDS = {5: 10, 15: 30, 60: 60}
 
+SqlWithParams = tuple[str, tuple[str | int, ...]]
+
 
 class EpochSeconds(Func):
     """Whole seconds since the Unix epoch of a datetime column (SQLite and PostgreSQL)."""
@@ -26,13 +30,17 @@ class EpochSeconds(Func):
     arity = 1
     output_field = IntegerField()
 
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+    def as_sqlite(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any
+    ) -> SqlWithParams:
         # '%%%%s' is strftime's '%s' once the template and the driver's
         # placeholder syntax have each taken their '%'.
         template = "CAST(strftime('%%%%s', %(expressions)s) AS INTEGER)"
         return self.as_sql(compiler, connection, template=template, **extra)
 
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any
+    ) -> SqlWithParams:
         template = "CAST(FLOOR(EXTRACT(EPOCH FROM %(expressions)s)) AS BIGINT)"
         return self.as_sql(compiler, connection, template=template, **extra)
 

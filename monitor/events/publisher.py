@@ -1,10 +1,13 @@
-"""Eager publishing from the web process, off the request path.
+"""Eager publishing: the first attempt to put a committed outbox row on Kafka,
+made from the process that saved it, once the response is sent.
 
 Views never wait for the broker: after their transaction commits they hand
-the outbox row to :data:`publisher`, which runs one aiokafka producer on an
-event loop in a background thread, sends what queued up since its last
-round together, and marks the acknowledged rows sent in one UPDATE. If the
-broker is down the rows simply stay unsent for the outbox relay.
+the outbox row to :data:`publisher`, which runs one aiokafka producer on a
+background event loop, sends what queued up since its last round together,
+and marks the acknowledged rows sent in one UPDATE on its one database
+thread. Whatever it does not confirm (broker down, process killed, the mark
+failing) stays unsent in the outbox for the relay, which sends it again;
+consumers deduplicate by event id.
 """
 
 from __future__ import annotations
@@ -13,130 +16,113 @@ import asyncio
 import atexit
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from aiokafka import AIOKafkaProducer
-from django.db import close_old_connections
 
 from monitor.events import outbox
+from monitor.events.sending import publish_rows
 from monitor.kafka import clients as kafka
 from monitor.models import OutboxEvent
+from monitor.runtime.background_loop import BackgroundLoop
+from monitor.runtime.database_thread import DatabaseThread
 
 logger = logging.getLogger(__name__)
 
+# How long starting a producer may take before the round counts as failed.
+PRODUCER_START_TIMEOUT_SECONDS = 10.0
+
 
 class EventPublisher:
-    def __init__(self) -> None:
+    """Sends submitted rows in rounds, in submission order: each round takes
+    everything queued since the previous one, and one round runs at a time."""
+
+    def __init__(self, name: str = "event-publisher") -> None:
+        self._loop = BackgroundLoop(name)
+        self._db = DatabaseThread(f"{name}-db")
+        self._producer: AIOKafkaProducer | None = None
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._pending: list[OutboxEvent] = []
-        self._wakeup: asyncio.Event | None = None
-        self._stopping = False
+        self._draining = False
         self._idle = threading.Event()
         self._idle.set()
-        # One thread for database writes, so the publisher holds one connection.
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publisher-db")
 
     def submit(self, row: OutboxEvent) -> None:
-        """Queue a committed outbox row for sending; returns at once."""
+        """Queue a committed outbox row for sending; returns at once.
+
+        Starts the rounds unless they are running: then the next one takes it.
+        """
         with self._lock:
             self._pending.append(row)
             self._idle.clear()
-            if self._thread is None:
-                self._start()
-            loop, wakeup = self._loop, self._wakeup
-        if loop is not None and wakeup is not None:
-            loop.call_soon_threadsafe(wakeup.set)
+            if self._draining:
+                return
+            self._draining = True
+        self._loop.submit(self._drain())
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until everything submitted so far was sent or given up on."""
+        """Block until everything submitted so far was sent or given up on;
+        False if that did not happen within ``timeout`` seconds."""
         return self._idle.wait(timeout)
 
-    def _start(self) -> None:
-        self._stopping = False
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="event-publisher", daemon=True
-        )
-        self._thread.start()
-        ready.wait(5)
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._wakeup = asyncio.Event()
-        ready.set()
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush what is queued (within ``timeout``), stop the producer and the
+        thread. Rows still queued are left to the relay, or to the round a
+        later :meth:`submit` starts."""
+        if not self._loop.running:
+            return
+        self.wait_idle(timeout)
         try:
-            loop.run_until_complete(self._serve())
-        finally:
-            loop.close()
+            self._loop.call(self._close(timeout), timeout)
+        except Exception:  # noqa: BLE001 - stopping must not fail; the relay covers what is left
+            logger.debug("event publisher did not close cleanly", exc_info=True)
+        self._loop.stop(timeout)
+        with self._lock:
+            self._draining = False
 
-    async def _serve(self) -> None:
-        producer: AIOKafkaProducer | None = None
-        assert self._wakeup is not None
-        while not self._stopping:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            with self._lock:
-                rows, self._pending = self._pending, []
-            if rows:
-                producer = await self._send(producer, rows)
-            with self._lock:
-                if not self._pending:
-                    self._idle.set()
-        if producer is not None:
-            await producer.stop()
+    async def _drain(self) -> None:
+        """Run rounds until nothing is queued."""
+        while rows := self._take_pending():
+            try:
+                await self._send(rows)
+            except Exception:  # noqa: BLE001 - the relay will send these rows later
+                logger.exception("eager publish round failed for %d events", len(rows))
 
-    async def _send(
-        self, producer: AIOKafkaProducer | None, rows: list[OutboxEvent]
-    ) -> AIOKafkaProducer | None:
-        """Send one round; returns the producer to reuse (None if it broke)."""
-        loop = asyncio.get_running_loop()
+    def _take_pending(self) -> list[OutboxEvent]:
+        """Everything queued; when nothing is, the rounds end (in the same lock,
+        so that a row submitted afterwards starts them again)."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+            if not rows:
+                self._draining = False
+                self._idle.set()
+            return rows
+
+    async def _send(self, rows: list[OutboxEvent]) -> None:
+        """One round: send, then mark the acknowledged rows sent. A failing
+        producer is dropped; the next round starts a new one."""
         try:
-            if producer is None:
-                # A new producer follows a failure: the broker may have come back
-                # empty, so make sure the topics exist with their partitions.
-                await asyncio.wait_for(kafka.ensure_topics(), 10)
+            if self._producer is None:
                 producer = kafka.make_producer()
-                await asyncio.wait_for(producer.start(), 10)
-            acknowledged = await outbox.publish_rows(producer, rows)
+                self._producer = producer
+                await asyncio.wait_for(producer.start(), PRODUCER_START_TIMEOUT_SECONDS)
+            acknowledged = await publish_rows(self._producer, rows)
         except Exception as exc:  # noqa: BLE001 - the relay will send these rows later
             logger.warning(
                 "eager publish failed, leaving %d events to the relay: %s", len(rows), exc
             )
-            if producer is not None:
-                await _stop_quietly(producer)
-            return None
-        await loop.run_in_executor(self._db, _mark_sent, acknowledged)
-        return producer
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Flush what is queued (within ``timeout``) and stop the thread."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is None or not thread.is_alive():
+            producer, self._producer = self._producer, None
+            await kafka.stop_quietly(producer)
             return
-        self.wait_idle(timeout)
-        self._stopping = True
-        if self._loop is not None and self._wakeup is not None:
-            self._loop.call_soon_threadsafe(self._wakeup.set)
-        thread.join(timeout)
+        if acknowledged:
+            try:
+                await self._db.run(outbox.mark_sent, acknowledged)
+            except Exception:  # noqa: BLE001 - unmarked rows are re-sent by the relay, deduplicated later
+                logger.exception("could not mark %d events sent", len(acknowledged))
 
-
-def _mark_sent(event_ids: list[str]) -> None:
-    close_old_connections()
-    try:
-        outbox.mark_sent(event_ids)
-    except Exception:  # noqa: BLE001 - unmarked rows are re-sent by the relay, deduplicated later
-        logger.exception("could not mark %d events sent", len(event_ids))
-
-
-async def _stop_quietly(producer: AIOKafkaProducer) -> None:
-    try:
-        await producer.stop()
-    except Exception:  # noqa: BLE001
-        logger.debug("producer stop failed", exc_info=True)
+    async def _close(self, timeout: float) -> None:
+        producer, self._producer = self._producer, None
+        await kafka.stop_quietly(producer, timeout=timeout)
+        await self._db.close()
 
 
 publisher = EventPublisher()

@@ -1,3 +1,10 @@
+"""What users touch, the forms: signing up, posting a photo, commenting.
+
+Forms check input only; the services in :mod:`monitor.feed.services` make
+the change and emit its event. ``PostForm`` hands on the photo already
+checked and re-encoded (:mod:`monitor.feed.images`).
+"""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,7 +21,7 @@ class SignupForm(forms.Form):
     password = forms.CharField(widget=forms.PasswordInput, strip=False)
 
     def clean_username(self) -> str:
-        username = self.cleaned_data["username"]
+        username: str = self.cleaned_data["username"]
         if get_user_model().objects.filter(username__iexact=username).exists():
             raise forms.ValidationError("That username is taken.")
         return username

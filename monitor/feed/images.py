@@ -1,4 +1,5 @@
-"""Checking and re-encoding uploaded photos.
+"""What users touch, their photos: each upload checked and re-encoded before
+a post is saved.
 
 Nothing is stored as the uploader sent it. An upload is accepted only if
 Pillow decodes it as a JPEG, PNG or WebP image within the byte and pixel
@@ -89,7 +90,7 @@ class EncodedImage:
     def filename(self, stem: str) -> str:
         return f"{stem}.{self.extension}"
 
-    def as_file(self) -> ContentFile:
+    def as_file(self) -> ContentFile[bytes]:
         return ContentFile(self.content)
 
 

@@ -1,5 +1,9 @@
-"""Reads for the social pages (the feed, a post, a profile); the writes are in
-services.py."""
+"""What users touch, the reads: the feed, a post and a profile.
+
+Reads only, no events: each function returns querysets or rows for the
+pages, with counts as subqueries so that a page costs a fixed number of
+queries. The writes are in :mod:`monitor.feed.services`.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +75,7 @@ def attach_comments(posts: Iterable[Post], *, latest: int | None = FEED_COMMENTS
         for shown in by_post.values():
             shown.sort(key=lambda comment: (comment.created_at, comment.pk))
     for post in posts:
-        post.shown_comments = by_post[post.pk]  # type: ignore[attr-defined]
+        post.shown_comments = by_post[post.pk]  # type: ignore[attr-defined]  # for the templates
     return posts
 
 
@@ -85,6 +89,7 @@ def profile_counts(user: User) -> dict[str, Any]:
 
 
 def is_following(follower: User | AnonymousUser, followee: User) -> bool:
+    """Whether ``follower`` follows ``followee``; False for someone not signed in."""
     if not follower.is_authenticated:
         return False
     return Follow.objects.filter(follower_id=follower.pk, followee=followee).exists()

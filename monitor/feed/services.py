@@ -1,9 +1,17 @@
-"""Writes that change the social feed. Each emits its event in the same
-transaction, through the outbox; nothing else in the project emits events."""
+"""What users touch, the writes: sign up, post, like, comment, follow, delete.
+
+These services are where an event's path begins. Each change is saved and
+its event emitted (through the outbox) in one transaction, so the event
+exists exactly when the change does; nothing else in the project emits
+events. Each event's data is built as its type's TypedDict
+(:mod:`monitor.events.event_types`), so the type checker sees every field
+written. The reads are in :mod:`monitor.feed.selectors`.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Literal
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -11,7 +19,17 @@ from django.core.files.storage import Storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
-from monitor.events.outbox import emit_event
+from monitor.events.emit import emit_event
+from monitor.events.event_types import (
+    CommentAddedData,
+    CommentDeletedData,
+    LikeData,
+    PhotoDeletedData,
+    PhotoPostedData,
+    UserFollowedData,
+    UserSignedUpData,
+    UserUnfollowedData,
+)
 from monitor.events.schema import Event
 from monitor.feed.images import ProcessedPhoto, process_upload
 from monitor.models import Comment, Follow, Like, Post
@@ -27,18 +45,18 @@ def user_signup(*, username: str, password: str) -> User:
             type="user.signed_up",
             subject=f"users/{user.pk}",
             actor=str(user.pk),
-            data={"user_id": user.pk, "username": user.get_username()},
+            data=UserSignedUpData(user_id=user.pk, username=user.get_username()),
         )
     return user
 
 
-def post_create(*, author: User, photo: UploadedFile | ProcessedPhoto, caption: str) -> Post:
+def post_create(*, author: User, photo: UploadedFile[Any] | ProcessedPhoto, caption: str) -> Post:
     """Store a photo post and emit ``photo.posted`` (see :func:`post_publish`)."""
     return post_publish(author=author, photo=photo, caption=caption)[0]
 
 
 def post_publish(
-    *, author: User, photo: UploadedFile | ProcessedPhoto, caption: str
+    *, author: User, photo: UploadedFile[Any] | ProcessedPhoto, caption: str
 ) -> tuple[Post, Event]:
     """Store a photo post and emit ``photo.posted``; returns the post and its event.
 
@@ -62,14 +80,14 @@ def post_publish(
                 type="photo.posted",
                 subject=f"posts/{post.pk}",
                 actor=str(author.pk),
-                data={
-                    "post_id": post.pk,
-                    "author_id": author.pk,
-                    "author": author.get_username(),
-                    "caption": caption,
-                    "photo_url": post.photo.url,
-                    "thumbnail_url": post.thumbnail.url,
-                },
+                data=PhotoPostedData(
+                    post_id=post.pk,
+                    author_id=author.pk,
+                    author=author.get_username(),
+                    caption=caption,
+                    photo_url=post.photo.url,
+                    thumbnail_url=post.thumbnail.url,
+                ),
             )
     except BaseException:
         for file in (post.photo, post.thumbnail):
@@ -95,18 +113,18 @@ def _locked_post(post_id: int) -> Post:
     return Post.objects.select_for_update().get(pk=post_id)
 
 
-def _like_event(type: str, *, user: User, post: Post) -> Event:
+def _like_event(type: Literal["photo.liked", "photo.unliked"], *, user: User, post: Post) -> Event:
     return emit_event(
         type=type,
         subject=f"posts/{post.pk}",
         actor=str(user.pk),
-        data={
-            "post_id": post.pk,
-            "post_author_id": post.author_id,
-            "user_id": user.pk,
-            "username": user.get_username(),
-            "like_count": Like.objects.filter(post_id=post.pk).count(),
-        },
+        data=LikeData(
+            post_id=post.pk,
+            post_author_id=post.author_id,
+            user_id=user.pk,
+            username=user.get_username(),
+            like_count=Like.objects.filter(post_id=post.pk).count(),
+        ),
     )
 
 
@@ -147,15 +165,15 @@ def comment_add(*, author: User, post: Post, text: str) -> Event:
             type="comment.added",
             subject=f"posts/{post.pk}",
             actor=str(author.pk),
-            data={
-                "comment_id": comment.pk,
-                "post_id": post.pk,
-                "post_author_id": post.author_id,
-                "user_id": author.pk,
-                "username": author.get_username(),
-                "text": text,
-                "comment_count": Comment.objects.filter(post_id=post.pk).count(),
-            },
+            data=CommentAddedData(
+                comment_id=comment.pk,
+                post_id=post.pk,
+                post_author_id=post.author_id,
+                user_id=author.pk,
+                username=author.get_username(),
+                text=text,
+                comment_count=Comment.objects.filter(post_id=post.pk).count(),
+            ),
         )
 
 
@@ -176,12 +194,12 @@ def comment_delete(*, user: User, comment: Comment) -> Event:
             type="comment.deleted",
             subject=f"posts/{post.pk}",
             actor=str(user.pk),
-            data={
-                "comment_id": comment_id,
-                "post_id": post.pk,
-                "user_id": user.pk,
-                "comment_count": Comment.objects.filter(post_id=post.pk).count(),
-            },
+            data=CommentDeletedData(
+                comment_id=comment_id,
+                post_id=post.pk,
+                user_id=user.pk,
+                comment_count=Comment.objects.filter(post_id=post.pk).count(),
+            ),
         )
 
 
@@ -204,7 +222,7 @@ def post_delete(*, user: User, post: Post) -> Event:
             type="photo.deleted",
             subject=f"posts/{post_id}",
             actor=str(user.pk),
-            data={"post_id": post_id, "author_id": user.pk},
+            data=PhotoDeletedData(post_id=post_id, author_id=user.pk),
         )
         transaction.on_commit(lambda: _delete_files(storage, names))
     return event
@@ -234,12 +252,12 @@ def follow(*, follower: User, followee: User) -> Event | None:
             type="user.followed",
             subject=f"users/{followee.pk}",
             actor=str(follower.pk),
-            data={
-                "follower_id": follower.pk,
-                "follower": follower.get_username(),
-                "followee_id": followee.pk,
-                "followee": followee.get_username(),
-            },
+            data=UserFollowedData(
+                follower_id=follower.pk,
+                follower=follower.get_username(),
+                followee_id=followee.pk,
+                followee=followee.get_username(),
+            ),
         )
 
 
@@ -253,5 +271,5 @@ def unfollow(*, follower: User, followee: User) -> Event | None:
             type="user.unfollowed",
             subject=f"users/{followee.pk}",
             actor=str(follower.pk),
-            data={"follower_id": follower.pk, "followee_id": followee.pk},
+            data=UserUnfollowedData(follower_id=follower.pk, followee_id=followee.pk),
         )

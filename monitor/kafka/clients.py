@@ -1,8 +1,12 @@
-"""Kafka clients with safe settings, and topic set-up.
+"""Kafka clients with safe settings, topic set-up, and the cluster a client talks to.
 
-aiokafka's defaults favour throughput over safety (``acks=1``, automatic
-offset commits); every client eventsite makes comes from here, with those
-choices made explicitly.
+The ground floor under every component that touches Kafka (the publisher
+and relay, the workers, the live readers, the dashboard). aiokafka's
+defaults favour throughput over safety (``acks=1``, automatic offset
+commits); every client eventsite makes comes from here, with those choices
+made explicitly, with the connection's security settings, and with
+aiokafka changed so that topics are never auto-created and a broker that
+came back as a new cluster can be told (:mod:`monitor.kafka.patches`).
 """
 
 from __future__ import annotations
@@ -20,65 +24,11 @@ from aiokafka.helpers import create_ssl_context
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from monitor.kafka import patches
+
 logger = logging.getLogger(__name__)
 
-
-def _disable_topic_auto_creation() -> None:
-    """Make every metadata request say ``allow_auto_topic_creation=False``.
-
-    aiokafka always asks the broker to create a topic it does not know. After
-    a broker restarts empty, a producer retrying a send would then create
-    ``user-events`` with the broker's default partitions, racing the explicit
-    creation in :func:`ensure_topics`; on the embedded broker the loser of
-    that race silently replaces the topic, acknowledged records included.
-    Topics are therefore created only by :func:`ensure_topics`; a send to a
-    missing topic fails and its event stays in the outbox until the topic is
-    back. aiokafka has no setting for this, so the request's default changes.
-    """
-    import inspect
-
-    from aiokafka.protocol import metadata
-
-    original = metadata.MetadataRequest.__init__
-    if "allow_auto_topic_creation" not in inspect.signature(original).parameters:
-        logger.warning("cannot turn off topic auto-creation in this aiokafka version")
-        return
-    if getattr(original, "_eventsite_patched", False):
-        return
-
-    def __init__(self, topics=None, allow_auto_topic_creation=False):  # type: ignore[no-untyped-def]
-        original(self, topics, allow_auto_topic_creation)
-
-    __init__._eventsite_patched = True  # type: ignore[attr-defined]
-    metadata.MetadataRequest.__init__ = __init__  # type: ignore[method-assign]
-
-
-def _remember_cluster_id() -> None:
-    """Keep the cluster id of each metadata response on the client's metadata.
-
-    aiokafka reads ``cluster_id`` off the wire but drops it. A broker that
-    restarts empty (the embedded broker keeps nothing) comes back with a new
-    cluster id, and its logs start again at offset 0: consumer positions from
-    before are meaningless there. :func:`cluster_id` lets a consumer notice.
-    """
-    from aiokafka.cluster import ClusterMetadata
-
-    original = ClusterMetadata.update_metadata
-    if getattr(original, "_eventsite_patched", False):
-        return
-
-    def update_metadata(self, metadata):  # type: ignore[no-untyped-def]
-        result = original(self, metadata)
-        if getattr(metadata, "cluster_id", None):
-            self.eventsite_cluster_id = metadata.cluster_id
-        return result
-
-    update_metadata._eventsite_patched = True  # type: ignore[attr-defined]
-    ClusterMetadata.update_metadata = update_metadata  # type: ignore[method-assign]
-
-
-_disable_topic_auto_creation()
-_remember_cluster_id()
+patches.apply()
 
 
 def _inner(client: AIOKafkaConsumer | AIOKafkaProducer) -> AIOKafkaClient:
@@ -87,13 +37,12 @@ def _inner(client: AIOKafkaConsumer | AIOKafkaProducer) -> AIOKafkaClient:
 
 def cluster_id(client: AIOKafkaConsumer | AIOKafkaProducer) -> str | None:
     """The cluster id from the client's latest metadata (None before the first)."""
-    return getattr(_inner(client).cluster, "eventsite_cluster_id", None)
+    return patches.cluster_id_of(_inner(client).cluster)
 
 
 async def fetch_cluster_id(client: AIOKafkaConsumer | AIOKafkaProducer) -> str | None:
     """Ask the broker now for its cluster id (one metadata round trip)."""
-    metadata = await _inner(client).fetch_all_metadata()
-    return getattr(metadata, "eventsite_cluster_id", None)
+    return patches.cluster_id_of(await _inner(client).fetch_all_metadata())
 
 
 async def refresh_metadata(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
@@ -286,7 +235,7 @@ async def wait_for_topic(consumer: AIOKafkaConsumer, topic: str, timeout: float)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        partitions = consumer.partitions_for_topic(topic)
+        partitions: set[int] | None = consumer.partitions_for_topic(topic)
         if partitions:
             return partitions
         if loop.time() > deadline:

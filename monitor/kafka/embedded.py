@@ -52,9 +52,14 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs, else None."""
+        return self.process.pid if self.process is not None else None
+
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
-        output = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log, "ab") if self.log else None  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
                 [
@@ -68,14 +73,14 @@ class EmbeddedBroker:
                     "--cluster-id",
                     f"eventsite-{uuid.uuid4().hex[:12]}",
                 ],
-                stdout=output,
+                stdout=log if log is not None else subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a terminal's Ctrl-C goes to our supervisor, not here
             )
         finally:
-            if self.log:
-                output.close()  # type: ignore[union-attr]
+            if log is not None:
+                log.close()  # the broker holds its own copy of the descriptor
         self._wait_until_listening(timeout)
         logger.info("embedded broker pid %d on %s", self.process.pid, self.bootstrap_servers)
         return self

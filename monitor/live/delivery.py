@@ -1,8 +1,8 @@
-"""One WebSocket client of the live fan-out: bounded, and told what it missed.
+"""The two kinds of :class:`~monitor.live.client.LiveClient`: bounded, and told what they missed.
 
-The hub (:mod:`monitor.live.hub`) offers each batch's frame to every client
-stream. Under daphne a :class:`DirectStream` writes the frame bytes straight
-to the connection's transport (see :mod:`monitor.live.wire`) and stops writing
+The hub (:mod:`monitor.live.hub`) offers each batch's frame to every client.
+Under daphne a :class:`DirectStream` writes the frame bytes straight to the
+connection's transport (see :mod:`monitor.live.wire`) and stops writing
 while the client has more than ``FANOUT_CLIENT_MAX_BUFFER_BYTES`` unread;
 elsewhere a :class:`ClientStream` keeps a bounded queue of frames for ASGI
 ``send``. A client that falls behind loses frames, but never silently: the
@@ -13,44 +13,23 @@ and a client that stays behind is closed with :data:`CLOSE_TOO_SLOW`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from monitor.live.client import ClientGone
 from monitor.live.filters import EventFilter
-from monitor.live.wire import DirectSocket, text_frame
+from monitor.live.protocol import CLOSE_TOO_SLOW, gap_frame
+from monitor.live.wire import DirectSocket, text_frame, wire_bytes
 
 logger = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
-# The close code for a client closed for staying behind (see DirectStream).
-CLOSE_TOO_SLOW = 4008
-# How long such a client has to read what is left before it is cut off.
+# How long a client closed as too slow has to read what is left before it is cut off.
 CLOSE_FLUSH_SECONDS = 30.0
 # How often a replay waiting for a client to read checks again.
 REPLAY_WAIT_SECONDS = 0.02
-
-
-class ClientGone(Exception):
-    """The client went away (or was closed) while a replay was writing to it."""
-
-
-class Frame(str):
-    """A frame's JSON text, with its WebSocket wire bytes encoded at most once."""
-
-    @property
-    def wire(self) -> bytes:
-        cached = self.__dict__.get("_wire")
-        if cached is None:
-            cached = self.__dict__["_wire"] = text_frame(self.encode())
-        return cached
-
-
-def gap_notice(missed: int | None, reason: str = "slow") -> str:
-    """The notice of ``missed`` events that will not come (None: how many is unknown)."""
-    return json.dumps({"type": "gap", "missed": missed, "reason": reason})
 
 
 class DirectStream:
@@ -66,9 +45,7 @@ class DirectStream:
         self, socket: DirectSocket, *, max_buffered_bytes: int, slow_close_seconds: float
     ) -> None:
         self.socket = socket
-        # What this client subscribed to; None: every event.
         self.filter: EventFilter | None = None
-        # After a replay, per partition, the first offset still owed (see FanoutHub).
         self.floor: dict[int, int] | None = None
         self._max_buffered = max_buffered_bytes
         self._slow_close = slow_close_seconds
@@ -76,24 +53,21 @@ class DirectStream:
         self.delivered = 0
         self.behind_since: float | None = None
 
-    def offer(self, frame: str, events: int) -> bool:
-        """Write a frame of ``events`` events, or count them missed while the client lags.
+    def _behind(self) -> bool:
+        return self.socket.buffered() > self._max_buffered
 
-        Returns True while the client is owed a gap notice.
-        """
-        socket = self.socket
-        if not socket.open:
+    def offer(self, frame: str, events: int) -> bool:
+        """Write a frame of ``events`` events, or count them missed while the client
+        lags; True while the client is owed a gap notice."""
+        if not self.socket.open:
             return False
-        if socket.buffered() > self._max_buffered:
+        if self._behind():
             if self.behind_since is None:
                 self.behind_since = time.monotonic()
             self.missed += events
             return True
-        if self.missed:
-            socket.write(text_frame(gap_notice(self.missed).encode()))
-            self.missed = 0
-            self.behind_since = None
-        socket.write(frame.wire if isinstance(frame, Frame) else text_frame(frame.encode()))
+        self.announce_missed()
+        self.socket.write(wire_bytes(frame))
         self.delivered += events
         return False
 
@@ -104,31 +78,33 @@ class DirectStream:
         """
         if not self.missed or not self.socket.open:
             return True
-        if self.socket.buffered() > self._max_buffered:
+        if self._behind():
             assert self.behind_since is not None
             if time.monotonic() - self.behind_since < self._slow_close:
                 return False
             self.close_too_slow()
             return True
-        self.socket.write(text_frame(gap_notice(self.missed).encode()))
-        self.missed = 0
-        self.behind_since = None
+        self.announce_missed()
         return True
 
+    def announce_missed(self) -> None:
+        if self.missed and self.socket.open:
+            self.socket.write(text_frame(gap_frame(self.missed).encode()))
+            self.missed = 0
+            self.behind_since = None
+
     def send_now(self, text: str) -> None:
-        """Write a control frame after everything written so far."""
         if self.socket.open:
             self.socket.write(text_frame(text.encode()))
 
     async def send_replay(self, frame: str, events: int) -> None:
         """Write a replayed frame once the client has room for it.
 
-        A replay waits for the client instead of dropping what it cannot take;
-        a client that reads nothing for ``slow_close_seconds`` is closed as
-        too slow and :class:`ClientGone` raised.
+        A client that reads nothing for ``slow_close_seconds`` meanwhile is
+        closed as too slow and :class:`ClientGone` raised.
         """
         waited_since = time.monotonic()
-        while self.socket.open and self.socket.buffered() > self._max_buffered:
+        while self.socket.open and self._behind():
             if time.monotonic() - waited_since > self._slow_close:
                 self.socket.close_after_writes(
                     CLOSE_TOO_SLOW, "too slow to take the replay", give_up_after=CLOSE_FLUSH_SECONDS
@@ -137,18 +113,18 @@ class DirectStream:
             await asyncio.sleep(REPLAY_WAIT_SECONDS)
         if not self.socket.open:
             raise ClientGone
-        self.socket.write(frame.wire if isinstance(frame, Frame) else text_frame(frame.encode()))
+        self.socket.write(wire_bytes(frame))
         self.delivered += events
 
     def close_too_slow(self) -> None:
         missed, self.missed = self.missed, 0
-        self.socket.write(text_frame(gap_notice(missed).encode()))
+        self.socket.write(text_frame(gap_frame(missed).encode()))
         self.socket.close_after_writes(
             CLOSE_TOO_SLOW, f"too slow: {missed} events missed", give_up_after=CLOSE_FLUSH_SECONDS
         )
 
     def close(self) -> None:
-        pass
+        """Nothing to stop: the connection itself is daphne's."""
 
 
 class ClientStream:
@@ -156,9 +132,7 @@ class ClientStream:
 
     def __init__(self, send: SendText, *, max_frames: int) -> None:
         self._send = send
-        # What this client subscribed to; None: every event.
         self.filter: EventFilter | None = None
-        # After a replay, per partition, the first offset still owed (see FanoutHub).
         self.floor: dict[int, int] | None = None
         self._max_frames = max_frames
         self._queue: deque[str] = deque()
@@ -168,17 +142,13 @@ class ClientStream:
         self._task = asyncio.create_task(self._pump())
 
     def offer(self, frame: str, events: int) -> bool:
-        """Queue a frame of ``events`` events, or count them missed if the queue is full.
-
-        Returns True while the client is owed a gap notice.
-        """
+        """Queue a frame of ``events`` events, or count them missed if the queue is
+        full; True while the client is owed a gap notice."""
         needed = 2 if self.missed else 1  # a gap notice goes before the frame
         if len(self._queue) + needed > self._max_frames:
             self.missed += events
             return True
-        if self.missed:
-            self._queue.append(gap_notice(self.missed))
-            self.missed = 0
+        self.announce_missed()
         self._queue.append(frame)
         self.delivered += events
         self._wake.set()
@@ -190,18 +160,19 @@ class ClientStream:
             return True
         if len(self._queue) >= self._max_frames:
             return False
-        self._queue.append(gap_notice(self.missed))
-        self.missed = 0
-        self._wake.set()
+        self.announce_missed()
         return True
 
+    def announce_missed(self) -> None:
+        if self.missed:
+            self.send_now(gap_frame(self.missed))
+            self.missed = 0
+
     def send_now(self, text: str) -> None:
-        """Queue a control frame after everything queued so far (beyond the bound)."""
         self._queue.append(text)
         self._wake.set()
 
     async def send_replay(self, frame: str, events: int) -> None:
-        """Queue a replayed frame once there is room for it."""
         while len(self._queue) >= self._max_frames:
             if self._task.done():
                 raise ClientGone

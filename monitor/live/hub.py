@@ -9,7 +9,9 @@ for sockets it can write to directly, once as WebSocket frame bytes: see
 :mod:`monitor.live.wire`), and offers the same frame to every client.
 
 Every client is bounded, and a client that falls behind is told what it
-missed (:mod:`monitor.live.delivery`). The reader is in :mod:`monitor.live.reader`.
+missed (:mod:`monitor.live.client`). The reader (:mod:`monitor.live.reader`)
+moves the process's :class:`~monitor.live.line.LiveLine`, which the hub
+holds for itself and for replays, and hands its batches to :meth:`FanoutHub.publish`.
 
 Daphne has no ASGI lifespan, so the reader starts with the first client and
 stops when the last one has been gone for a grace period.
@@ -25,10 +27,12 @@ import time
 from django.conf import settings
 
 from monitor.events.schema import Event
-from monitor.live.delivery import ClientStream, DirectStream, Frame
+from monitor.live.client import LiveClient
 from monitor.live.filters import EventFilter
+from monitor.live.line import LiveLine
+from monitor.live.protocol import events_frame
 from monitor.live.reader import LiveReader
-from monitor.live.recent import RecentEvents
+from monitor.live.wire import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +46,10 @@ class FanoutHub:
     """Registers client streams and broadcasts batches of events to them."""
 
     def __init__(self) -> None:
-        self.clients: set[ClientStream | DirectStream] = set()
-        # Per partition, the offset after the last record the reader has handed
-        # over (published or skipped as invalid): every later event has an
-        # offset at least this. Replays hand their clients over at this line.
-        self.received_end: dict[int, int] = {}
-        # The latest events up to that line, for replays that need no broker.
-        self.recent = RecentEvents(settings.STREAM_RECENT_EVENTS)
+        self.clients: set[LiveClient] = set()
+        # Where the reader stands, and the latest events before it: replays
+        # read it to hand their clients over, and to need no broker at all.
+        self.line = LiveLine(settings.STREAM_RECENT_EVENTS)
         self._pending: list[str] = []
         self._pending_events: list[Event | None] = []
         self._pending_positions: list[tuple[int, int] | None] = []
@@ -61,10 +62,10 @@ class FanoutHub:
         self._idle_stop: asyncio.TimerHandle | None = None
         # Clients owed a gap notice: told as soon as they catch up, even if no
         # further event comes to carry it.
-        self._lagging: set[ClientStream | DirectStream] = set()
+        self._lagging: set[LiveClient] = set()
         self._lag_check_scheduled = False
 
-    async def register(self, client: ClientStream | DirectStream, *, timeout: float = 10.0) -> None:
+    async def register(self, client: LiveClient, *, timeout: float = 10.0) -> None:
         """Add a client; returns once the process's reader is positioned on the topic."""
         self.clients.add(client)
         await self.ensure_reader(timeout=timeout)
@@ -75,19 +76,19 @@ class FanoutHub:
             self._idle_stop.cancel()
             self._idle_stop = None
         if self._reader is None or self._reader.failed:
-            self._reader = LiveReader(self)
+            self._reader = LiveReader(self.line, self.publish)
             self._reader.start()
         await self._reader.wait_ready(timeout)
 
-    def add(self, client: ClientStream | DirectStream) -> None:
+    def add(self, client: LiveClient) -> None:
         """Add a client to a hub whose reader is ready (see :meth:`ensure_reader`)."""
         self.clients.add(client)
 
-    def unregister(self, client: ClientStream | DirectStream) -> None:
+    def unregister(self, client: LiveClient) -> None:
         self.detach(client)
         client.close()
 
-    def detach(self, client: ClientStream | DirectStream) -> None:
+    def detach(self, client: LiveClient) -> None:
         """Stop offering events to ``client`` (which stays open, e.g. for a replay)."""
         self.clients.discard(client)
         self._lagging.discard(client)
@@ -113,10 +114,6 @@ class FanoutHub:
     @property
     def _busy(self) -> bool:
         return bool(self.clients) or self._holds > 0
-
-    def live_positions(self) -> dict[int, int]:
-        """Per partition, the last offset before the live line (-1: none yet)."""
-        return {partition: end - 1 for partition, end in sorted(self.received_end.items())}
 
     def _stop_reader(self) -> None:
         self._idle_stop = None
@@ -162,14 +159,12 @@ class FanoutHub:
         self._flush_scheduled = False
         self._last_flush = asyncio.get_running_loop().time()
         batch = Batch(self._pending, self._pending_events, self._pending_positions)
-        batch.end = dict(self.received_end)
+        batch.end = self.line.ends()
         self._pending, self._pending_events, self._pending_positions = [], [], []
         self._writing = True
         self._write_slice(batch, list(self.clients), 0)
 
-    def _write_slice(
-        self, batch: Batch, clients: list[ClientStream | DirectStream], start: int
-    ) -> None:
+    def _write_slice(self, batch: Batch, clients: list[LiveClient], start: int) -> None:
         """Write the batch to a slice of ``clients``; the rest on the next turn of the loop.
 
         Between slices the loop serves everything else (the Kafka reader,
@@ -229,8 +224,8 @@ class Batch:
         self.positions: list[tuple[int, int] | None] = (
             positions if positions is not None else [None] * len(items)
         )
-        # The hub's received_end when this batch was cut: every later batch's
-        # events are at or past it.
+        # The live line's ends when this batch was cut: every later batch's
+        # events are at or past them.
         self.end: dict[int, int] = {}
         self.sent_ms = int(time.time() * 1000)
         self._frames: dict[object, tuple[Frame, int]] = {}
@@ -266,23 +261,21 @@ class Batch:
         return all(self.end.get(partition, 0) >= offset for partition, offset in floor.items())
 
     def _envelopes(self) -> list[Event]:
+        envelopes: list[Event] = []
         for index, event in enumerate(self.events):
             if event is None:  # published without its envelope: take it from the item
-                self.events[index] = json.loads(self.items[index])["event"]
-        return self.events  # type: ignore[return-value]
+                event = self.events[index] = json.loads(self.items[index])["event"]
+            envelopes.append(event)
+        return envelopes
 
     def _positions(self) -> list[tuple[int, int]]:
+        positions: list[tuple[int, int]] = []
         for index, position in enumerate(self.positions):
             if position is None:
                 item = json.loads(self.items[index])
-                self.positions[index] = (item["partition"], item["offset"])
-        return self.positions  # type: ignore[return-value]
-
-
-def events_frame(items: list[str], *, sent_ms: int, replay: bool = False) -> str:
-    """The ``events`` frame carrying encoded ``items``, stamped with when it was cut."""
-    flag = ',"replay":true' if replay else ""
-    return f'{{"type":"events"{flag},"sent":{sent_ms},"events":[' + ",".join(items) + "]}"
+                position = self.positions[index] = (item["partition"], item["offset"])
+            positions.append(position)
+        return positions
 
 
 hub = FanoutHub()

@@ -5,7 +5,9 @@ A client may send ``per_second`` messages a second, with bursts of up to
 messages is answered with a ``rate_limited`` error frame (answering each one
 would let a flood make the server write as much as it reads). Dropped
 messages are counted down at the same rate; a client whose count passes
-``burst`` keeps flooding regardless and is closed with code 4429.
+``burst`` keeps flooding regardless and is closed with code 4429
+(:data:`~monitor.live.protocol.CLOSE_RATE_LIMITED`). :class:`MessageRate`
+only judges; :class:`~monitor.live.json_socket.JsonSocket` acts on its verdict.
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
-
-from django.conf import settings
-
-CLOSE_RATE_LIMITED = 4429
 
 
 class Verdict(Enum):
+    """What to do with one message: take it, drop it (telling the client or not), or close."""
+
     TAKE = "take"
     DROP_AND_TELL = "drop_and_tell"
     DROP = "drop"
@@ -28,6 +27,8 @@ class Verdict(Enum):
 
 
 class MessageRate:
+    """One connection's token bucket; ``per_second`` 0 or less takes everything."""
+
     def __init__(
         self, per_second: float, burst: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
@@ -59,26 +60,3 @@ class MessageRate:
             self.closed = True
             return Verdict.CLOSE
         return Verdict.DROP_AND_TELL if first else Verdict.DROP
-
-
-async def admitted(consumer: Any) -> bool:
-    """Whether the message ``consumer`` just received is within its client's
-    rate; if not, the client is told (once per run) or closed."""
-    rate: MessageRate | None = getattr(consumer, "message_rate", None)
-    if rate is None:
-        rate = consumer.message_rate = MessageRate(
-            settings.WS_MESSAGES_PER_SECOND, settings.WS_MESSAGE_BURST
-        )
-    verdict = rate.judge()
-    if verdict is Verdict.TAKE:
-        return True
-    if verdict is Verdict.DROP_AND_TELL:
-        await consumer.send_error(
-            "rate_limited",
-            f"at most {rate.per_second:g} messages a second (bursts of {rate.burst}): "
-            "this message and those over the rate after it are dropped",
-        )
-    elif verdict is Verdict.CLOSE:
-        await consumer.send_error("rate_limited", "too many messages: the connection is closed")
-        await consumer.close(code=CLOSE_RATE_LIMITED)
-    return False

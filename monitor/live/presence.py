@@ -1,4 +1,4 @@
-"""Who is watching the live stream, across every web process.
+"""Who is watching the live stream, across every web process (the dashboard asks).
 
 Each process keeps its watchers in memory (:class:`Presence`, touched only on
 the event loop) and, while it has any, a heartbeat writes their user ids to
@@ -19,15 +19,14 @@ import socket
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from monitor.models import WatcherHeartbeat
+from monitor.runtime.database_thread import DatabaseThread
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class Presence:
         self._changed: asyncio.Event | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         # One thread, so the heartbeat keeps one database connection.
-        self._database = ThreadPoolExecutor(1, thread_name_prefix="presence-db")
+        self._database = DatabaseThread("presence-db")
 
     def joined(self, user_id: int) -> None:
         self.connections[user_id] += 1
@@ -84,6 +83,8 @@ class Presence:
                 self._changed.clear()
                 if not self.connections:
                     await self._in_database(forget_process, self.process_id)
+                    # No connection kept open until watchers return.
+                    await self._database.close()
                     if not self.connections:
                         return  # no await until the task is marked done: a join starts a new one
                     continue
@@ -95,26 +96,21 @@ class Presence:
 
     async def _in_database(self, function: Callable[..., Any], *args: Any) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._database, function, *args)
+            await self._database.run(function, *args)
         except Exception as exc:  # noqa: BLE001 - the next beat tries again; rows expire
             logger.warning("presence heartbeat failed: %s", exc)
 
 
 def record_watchers(process_id: str, user_ids: list[int]) -> None:
     """Replace this process's row with ``user_ids``, stamped now."""
-    close_old_connections()
     WatcherHeartbeat.objects.update_or_create(
         process=process_id, defaults={"user_ids": user_ids, "beat_at": timezone.now()}
     )
 
 
 def forget_process(process_id: str) -> None:
-    """Delete this process's row, and close the thread's connection until watchers return."""
-    close_old_connections()
-    try:
-        WatcherHeartbeat.objects.filter(process=process_id).delete()
-    finally:
-        connection.close()
+    """Delete this process's row (nothing happens if there is none)."""
+    WatcherHeartbeat.objects.filter(process=process_id).delete()
 
 
 def watching_count() -> int:

@@ -1,3 +1,5 @@
+"""The WebSocket endpoints' URLs: the top of the live path (eventsite/asgi.py mounts them)."""
+
 from __future__ import annotations
 
 from django.urls import path

@@ -30,12 +30,15 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
+from monitor.live.json_socket import JsonSocket
+from monitor.live.protocol import CLOSE_FORBIDDEN_ORIGIN, CLOSE_UNAUTHENTICATED
 from monitor.security.tokens import (
     SUBPROTOCOL,
     active_token_ids,
@@ -46,8 +49,6 @@ from monitor.security.tokens import (
 
 logger = logging.getLogger(__name__)
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN_ORIGIN = 4403
 AUTH_SCOPE_KEY = "eventsite.auth"
 
 
@@ -121,13 +122,13 @@ REFUSALS = {
 }
 
 
-async def accept_signed_in(consumer: Any) -> Any:
+async def accept_signed_in(socket: JsonSocket) -> AbstractBaseUser | None:
     """Accept the connection and return its signed-in user, now watched for
     sign-out (see :data:`sockets`); a refused one is told why in an error frame
     and closed with its code (None is returned)."""
-    scope = consumer.scope
+    scope = socket.scope
     offered = scope.get("subprotocols") or []
-    await consumer.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    await socket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     user = scope.get("user")
     auth = scope.get(AUTH_SCOPE_KEY, "anonymous")
     if auth == "session" and user is not None and user.is_authenticated:
@@ -135,17 +136,18 @@ async def accept_signed_in(consumer: Any) -> Any:
         auth = Credential("session", key, user.pk)
     if not isinstance(auth, Credential):
         code, message, close_code = REFUSALS.get(auth, REFUSALS["anonymous"])
-        await consumer.send_error(code, message)
-        await consumer.close(code=close_code)
+        await socket.send_error(code, message)
+        await socket.close(code=close_code)
         return None
-    sockets.add(consumer, auth)
-    return user
+    sockets.add(socket, auth)
+    signed_in: AbstractBaseUser = user
+    return signed_in
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
     for key, value in scope["headers"]:
         if key.lower() == name:
-            return value.decode("latin-1")  # type: ignore[no-any-return]
+            return str(value.decode("latin-1"))
     return ""
 
 
@@ -190,20 +192,19 @@ class SignedInSockets:
     """The signed-in sockets of this process, closed when their credential ends."""
 
     def __init__(self) -> None:
-        self.credentials: dict[Any, Credential] = {}
+        self.credentials: dict[JsonSocket, Credential] = {}
         self.task: asyncio.Task[None] | None = None
 
-    def add(self, consumer: Any, credential: Credential) -> None:
-        self.credentials[consumer] = credential
-        consumer.credential = credential
+    def add(self, socket: JsonSocket, credential: Credential) -> None:
+        self.credentials[socket] = credential
         loop = asyncio.get_running_loop()
         # One watcher per process, on the serving loop (a test's loop may have
         # ended with a watcher still pending on it).
         if self.task is None or self.task.done() or self.task.get_loop() is not loop:
             self.task = loop.create_task(self._watch())
 
-    def remove(self, consumer: Any) -> None:
-        self.credentials.pop(consumer, None)
+    def remove(self, socket: JsonSocket) -> None:
+        self.credentials.pop(socket, None)
 
     async def _watch(self) -> None:
         while self.credentials:
@@ -220,16 +221,16 @@ class SignedInSockets:
         except DatabaseError as exc:
             logger.warning("cannot check socket sign-ins: %s", exc)
             return
-        for consumer, credential in watched.items():
-            if credential not in valid and self.credentials.pop(consumer, None) is not None:
+        for socket, credential in watched.items():
+            if credential not in valid and self.credentials.pop(socket, None) is not None:
                 logger.info("closing a socket of user %s: signed out", credential.user_id)
-                await _sign_out(consumer)
+                await _sign_out(socket)
 
 
-async def _sign_out(consumer: Any) -> None:
+async def _sign_out(socket: JsonSocket) -> None:
     try:
-        await consumer.send_error("signed_out", "this session was signed out")
-        await consumer.close(code=CLOSE_UNAUTHENTICATED)
+        await socket.send_error("signed_out", "this session was signed out")
+        await socket.close(code=CLOSE_UNAUTHENTICATED)
     except Exception:  # noqa: BLE001 - already closing: its disconnect follows
         logger.debug("socket already closing", exc_info=True)
 

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-# Close codes after which reconnecting is pointless (see docs/websocket-protocol.md).
-FINAL_CLOSE_CODES = {4400: "bad request", 4401: "not signed in", 4403: "forbidden"}
+from monitor.live.protocol import FINAL_CLOSE_CODES
+from monitor.runtime.backoff import Backoff
+
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 15.0
 
@@ -115,14 +115,14 @@ class EventTail:
 
     async def run(self) -> int:
         """Print events until ``count`` is reached (0 returned) or a refusal (2)."""
-        delay = BACKOFF_FIRST_SECONDS
+        backoff = Backoff(BACKOFF_FIRST_SECONDS, BACKOFF_MAX_SECONDS, jitter=True)
         url = stream_url(self.options.url)
         headers = {"Authorization": f"Bearer {self.options.token}"}
         while True:
             try:
                 target = f"{url}?{self.query()}" if self.query() else url
                 async with connect(target, additional_headers=headers, max_size=None) as ws:
-                    delay = BACKOFF_FIRST_SECONDS
+                    backoff.reset()
                     if await self._read(ws):
                         return 0
             except Refused as exc:
@@ -135,10 +135,9 @@ class EventTail:
                 self._note({"type": "disconnected", "reason": f"HTTP {exc.response.status_code}"})
             except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
                 self._note({"type": "disconnected", "reason": str(exc) or type(exc).__name__})
-            wait = delay * (0.5 + random.random() / 2)
+            wait = backoff.next()
             self._note({"type": "reconnecting", "in_seconds": round(wait, 2)})
             await asyncio.sleep(wait)
-            delay = min(delay * 2, BACKOFF_MAX_SECONDS)
 
     async def _read(self, ws: ClientConnection) -> bool:
         """Handle frames until the connection ends; True once ``count`` is reached."""

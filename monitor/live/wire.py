@@ -51,6 +51,23 @@ def text_frame(payload: bytes, opcode: int = OPCODE_TEXT) -> bytes:
     return header + payload
 
 
+class Frame(str):
+    """A frame's JSON text, with its WebSocket wire bytes encoded at most once
+    (on first use), however many sockets it is written to."""
+
+    @property
+    def wire(self) -> bytes:
+        cached: bytes | None = self.__dict__.get("_wire")
+        if cached is None:
+            cached = self.__dict__["_wire"] = text_frame(self.encode())
+        return cached
+
+
+def wire_bytes(frame: str) -> bytes:
+    """The wire bytes of ``frame``: cached for a :class:`Frame`, encoded now otherwise."""
+    return frame.wire if isinstance(frame, Frame) else text_frame(frame.encode())
+
+
 def close_frame(code: int, reason: str) -> bytes:
     """A close frame with ``code`` and ``reason`` (cut to fit the 125-byte limit)."""
     encoded = reason.encode()[:123].decode(errors="ignore").encode()
@@ -74,7 +91,8 @@ class DirectSocket:
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel: how far behind the client is."""
         transport = self.transport
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        pending: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        return pending
 
     def write(self, frame: bytes) -> None:
         transport = self.transport

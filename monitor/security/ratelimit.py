@@ -12,23 +12,26 @@ Counts are shared by every web process: one row per key and fixed window
 (``INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING``; SQLite 3.35+
 or PostgreSQL), so concurrent requests can never both take the last place.
 Rows of ended windows are deleted now and then, a bounded batch at a time.
+
+In an event's path this comes first: a limited view is refused before it
+writes anything, so a refused request emits no event.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import ipaddress
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec
+from typing import Concatenate, ParamSpec
 
 from django.conf import settings
 from django.db import connections, router, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Field
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -36,11 +39,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from monitor.models import RateCounter
+from monitor.security.client_address import address_key, client_address
 
 logger = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 P = ParamSpec("P")
 View = Callable[Concatenate[HttpRequest, P], HttpResponse]
 
@@ -151,14 +153,14 @@ def rate_limited(action: str) -> Callable[[View[P]], View[P]]:
     sign-in, so that requests they refuse are not counted."""
 
     def decorate(view: View[P]) -> View[P]:
-        @functools.wraps(view)
-        def limited(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+        def limited(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
             if request.method not in SAFE_METHODS:
                 refusal = hit(request, action)
                 if refusal is not None:
                     return refusal.response(request)
             return view(request, *args, **kwargs)
 
+        functools.update_wrapper(limited, view)
         return limited
 
     return decorate
@@ -174,43 +176,6 @@ def request_keys(request: HttpRequest) -> list[str]:
     return keys
 
 
-def address_key(address: str) -> str:
-    """``addr:<ip>`` for an IPv4 address, ``addr:<network>/64`` for IPv6 (one
-    subscriber usually holds a whole /64), the text itself if not an address."""
-    parsed = _parse_address(address)
-    if isinstance(parsed, ipaddress.IPv6Address):
-        return f"addr:{ipaddress.IPv6Network((parsed, 64), strict=False)}"
-    return f"addr:{parsed if parsed is not None else address}"
-
-
-def client_address(request: HttpRequest) -> str:
-    """The address of the client that sent ``request``.
-
-    That is ``REMOTE_ADDR``, unless it is one of ``settings.TRUSTED_PROXIES``:
-    then ``X-Forwarded-For`` is read from the right (each proxy appends the
-    address it was reached from), passing trusted proxies, and the first
-    address that is not one is the client. An entry that is not an address
-    ends the walk at the last proxy read, since nothing left of it can be
-    believed. A request with no ``REMOTE_ADDR`` comes from ``"unknown"``.
-    """
-    remote = request.META.get("REMOTE_ADDR", "")
-    peer = _parse_address(remote)
-    if peer is None:
-        return remote.strip() or "unknown"
-    trusted = _networks(tuple(settings.TRUSTED_PROXIES))
-    hop = peer
-    if _is_in(hop, trusted):
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        for entry in reversed(forwarded.split(",")):
-            address = _parse_address(entry)
-            if address is None:
-                break
-            hop = address
-            if not _is_in(address, trusted):
-                break
-    return str(hop)
-
-
 def prune_expired(*, now: float | None = None) -> int:
     """Delete at most PRUNE_BATCH counters whose window has ended; returns how many."""
     at = int(clock() if now is None else now)
@@ -219,7 +184,7 @@ def prune_expired(*, now: float | None = None) -> int:
     return deleted
 
 
-def _count(cursor: Any, key: str, *, limit: int, seconds: int, now: float) -> int | None:
+def _count(cursor: CursorWrapper, key: str, *, limit: int, seconds: int, now: float) -> int | None:
     """Take a place in ``key``'s current window: None if there was one, else
     the seconds until the window ends."""
     window_start = int(now // seconds) * seconds
@@ -253,32 +218,6 @@ def _stored_key(key: str) -> str:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()
     return f"{key[: KEY_MAX_LENGTH - len(digest) - 1]}#{digest}"
-
-
-def _parse_address(text: str) -> IPAddress | None:
-    """An address from ``REMOTE_ADDR`` or a forwarded entry (``[v6]:port`` and
-    ``v4:port`` forms too); IPv4-mapped IPv6 as IPv4; None if it is none."""
-    text = text.strip()
-    if text.startswith("[") and "]" in text:
-        text = text[1 : text.index("]")]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-@functools.cache
-def _networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
-
-
-def _is_in(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
-    return any(address in network for network in networks)
 
 
 def _wants_json(request: HttpRequest) -> bool:

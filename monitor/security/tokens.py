@@ -17,7 +17,6 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
 
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -53,7 +52,7 @@ def token_revoke(*, token: ApiToken) -> None:
         token.save(update_fields=["revoked"])
 
 
-def user_for_token(token: str) -> tuple[Any, ApiToken] | None:
+def user_for_token(token: str) -> tuple[User, ApiToken] | None:
     """The active user and token row for ``token``, or None if it is unknown,
     revoked, or its user is inactive."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:

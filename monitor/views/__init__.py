@@ -1,5 +1,11 @@
-"""The site's pages and endpoints, one module per area; the URL patterns
-(eventsite/urls.py) name them from here."""
+"""The HTTP layer: the site's pages and endpoints, one module per area.
+
+Where an event's path starts: a view checks the request (sign-in, CSRF,
+rate limits, the form) and calls a service of monitor.feed, which stores the
+change and its event (an outbox row) in one transaction; the event is
+published after commit, so a view never waits for Kafka. The URL patterns
+(eventsite/urls.py) name the views from here.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
-"""Likes, comments, follows and deletes: a signed-in user's actions, answered
-with JSON or a redirect back."""
+"""The HTTP layer for a signed-in user's actions: likes, comments, follows
+and deletes, answered with JSON or a redirect back.
+
+Each action calls one service of monitor.feed. The answer repeats the time
+and count of the event the change emitted (or now's, when nothing changed),
+so that a page keeps the newest count, whether from an answer or a live event.
+"""
 
 from __future__ import annotations
 
@@ -93,6 +98,8 @@ def action_done(
     anchor: str = "",
     status: int = 200,
 ) -> HttpResponse:
+    """``answer`` as JSON (with ``status``) when asked for, else a redirect back
+    to the page the form came from (``fallback`` if none), at ``anchor``."""
     if wants_json(request):
         return JsonResponse(answer, status=status)
     url = _back_url(request, fallback)

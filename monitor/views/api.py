@@ -1,4 +1,7 @@
-"""The HTTP API for programs: JSON answers, a token or a session.
+"""The HTTP layer for programs: JSON answers, signed in by a token or a session.
+
+A program's post enters the event's path here: ``POST /api/posts/`` hands
+the photo to the feed's services, which store it and emit its event.
 
 A request signs in with ``Authorization: Bearer <token>`` (see
 :mod:`monitor.security.tokens`), which needs no CSRF token: a page on another site
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -37,18 +40,41 @@ def api_error(status: int, code: str, message: str, **extra: Any) -> JsonRespons
 
 
 class _CsrfCheck(CsrfViewMiddleware):
-    """Django's CSRF check, answering with the reason instead of a page."""
+    """Django's CSRF check, keeping the reason a request fails (``reason``)
+    instead of rendering Django's failure page."""
 
-    def _reject(self, request: HttpRequest, reason: str) -> Any:
-        return reason
+    reason: str | None = None
+
+    def _reject(self, request: HttpRequest, reason: str) -> HttpResponse:
+        self.reason = reason
+        return HttpResponseForbidden(reason)
 
 
 def _csrf_refusal(request: HttpRequest) -> str | None:
     """Why the session request fails the CSRF check, or None if it passes."""
     check = _CsrfCheck(lambda request: HttpResponse())
     check.process_request(request)
-    reason = check.process_view(request, lambda request: HttpResponse(), (), {})
-    return reason  # type: ignore[return-value]
+    check.process_view(request, lambda request: HttpResponse(), (), {})
+    return check.reason
+
+
+def _sign_in(request: HttpRequest) -> JsonResponse | None:
+    """Sign the request in by its bearer token, or keep its session's user after
+    the CSRF check; None once signed in, else the 401 or 403 to answer."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        token = bearer_from_header(header)
+        found = user_for_token(token) if token else None
+        if found is None:
+            return api_error(401, "invalid_token", "the token is not valid, or was revoked")
+        request.user = found[0]
+        return None
+    if not request.user.is_authenticated:
+        return api_error(401, "unauthenticated", "send Authorization: Bearer <token>, or sign in")
+    reason = _csrf_refusal(request)
+    if reason is not None:
+        return api_error(403, "csrf_failed", f"CSRF check failed: {reason}")
+    return None
 
 
 def api_view(methods: tuple[str, ...]) -> Callable[[ApiView], ApiView]:
@@ -62,21 +88,9 @@ def api_view(methods: tuple[str, ...]) -> Callable[[ApiView], ApiView]:
                 response = api_error(405, "method_not_allowed", f"use {' or '.join(methods)} here")
                 response["Allow"] = ", ".join(methods)
                 return response
-            header = request.headers.get("Authorization")
-            if header is not None:
-                token = bearer_from_header(header)
-                found = user_for_token(token) if token else None
-                if found is None:
-                    return api_error(401, "invalid_token", "the token is not valid, or was revoked")
-                request.user = found[0]
-            elif not request.user.is_authenticated:
-                return api_error(
-                    401, "unauthenticated", "send Authorization: Bearer <token>, or sign in"
-                )
-            else:
-                reason = _csrf_refusal(request)
-                if reason is not None:
-                    return api_error(403, "csrf_failed", f"CSRF check failed: {reason}")
+            refusal = _sign_in(request)
+            if refusal is not None:
+                return refusal
             return view(request, *args, **kwargs)
 
         checked.__name__ = view.__name__
@@ -104,7 +118,7 @@ def posts(request: HttpRequest) -> HttpResponse:
         return api_error(400, "invalid", first, fields=fields)
     assert not isinstance(request.user, AnonymousUser)
     post, event = post_publish(
-        author=request.user,  # type: ignore[arg-type]
+        author=request.user,
         photo=form.cleaned_data["photo"],
         caption=form.cleaned_data["caption"],
     )

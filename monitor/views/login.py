@@ -1,4 +1,5 @@
-"""The sign-in page, with sign-in attempts rate limited (monitor.security.ratelimit)."""
+"""The HTTP layer for signing in: Django's sign-in page, with sign-in attempts
+rate limited (monitor.security.ratelimit) before any password is checked."""
 
 from __future__ import annotations
 

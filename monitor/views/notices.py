@@ -1,4 +1,8 @@
-"""The notices page and marking notices read."""
+"""The HTTP layer for notices: the notices page and marking notices read.
+
+Notices are the end of an event's path for its recipient: the notifications
+worker stored them; these views only read them and mark them read.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,6 @@ from django.views.decorators.http import require_GET
 
 from monitor.models import Notice
 from monitor.views.actions import action_done, social_action
-
-# --- Notices ----------------------------------------------------------------
 
 NOTICES_PER_PAGE = 50
 

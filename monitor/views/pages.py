@@ -1,4 +1,11 @@
-"""The feed, posting, signing up, a post and a profile."""
+"""The HTTP layer for pages: the feed, posting, signing up, a post and a profile.
+
+Posting and signing up start an event's path: the form is checked here and
+the feed's services store the row and its event in one transaction. The
+pages render what the selectors read; the feed and a post's page are
+stamped with the time of that read, so that live events newer than the page
+replace its counts.
+"""
 
 from __future__ import annotations
 
@@ -21,19 +28,24 @@ from monitor.feed.services import post_create, user_signup
 from monitor.models import Post
 from monitor.security.ratelimit import rate_limited
 
+FEED_PAGE_SIZE = 20
+PROFILE_PAGE_SIZE = 24
+
 
 @login_required
 def feed(request: HttpRequest) -> HttpResponse:
+    """Everyone's posts, newest first, FEED_PAGE_SIZE a page, with the posting form."""
     # Before the reads: live counts newer than this replace the page's.
     rendered_at = format_time(timezone.now())
     posts = post_cards(Post.objects.all(), viewer=cast(User, request.user))
-    page = Paginator(posts, 20).get_page(request.GET.get("page"))
+    page = Paginator(posts, FEED_PAGE_SIZE).get_page(request.GET.get("page"))
     page.object_list = attach_comments(page.object_list)
     context = {"page": page, "form": PostForm(), "rendered_at": rendered_at}
     return render(request, "monitor/feed.html", context)
 
 
 def wants_json(request: HttpRequest) -> bool:
+    """Whether the client asked for JSON rather than a page (``Accept``)."""
     accept = request.headers.get("Accept", "")
     return "application/json" in accept and "text/html" not in accept
 
@@ -42,6 +54,8 @@ def wants_json(request: HttpRequest) -> bool:
 @require_http_methods(["GET", "POST"])
 @rate_limited("post")
 def post_new(request: HttpRequest) -> HttpResponse:
+    """The posting form; a valid POST stores the photo and its ``photo.posted``
+    event, then answers 201 JSON or a redirect to the feed (400 on bad input)."""
     if request.method == "GET":
         return render(request, "monitor/post_form.html", {"form": PostForm()})
     form = PostForm(request.POST, request.FILES)
@@ -61,6 +75,7 @@ def post_new(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
+    """The sign-up form; a valid POST makes the user, signs them in and goes to the feed."""
     form = SignupForm(request.POST or None)
     if request.method == "POST":
         if not form.is_valid():
@@ -77,9 +92,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/signup.html", {"form": form})
 
 
-# --- The social feed: a post's page, profiles, and actions on posts and users ---
-
-PROFILE_PAGE_SIZE = 24
+# --- A post's page and a profile ---------------------------------------------
 
 
 @login_required

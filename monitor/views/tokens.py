@@ -1,4 +1,5 @@
-"""The page where a user makes and revokes their API tokens (/settings/tokens/)."""
+"""The HTTP layer for API tokens: the page where a user makes and revokes
+their own (/settings/tokens/); monitor.security.tokens keeps them."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class TokenForm(forms.Form):
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens(request: HttpRequest) -> HttpResponse:
+    """The user's tokens; a valid POST makes one and shows it, this once (201).
+    Past MAX_ACTIVE_TOKENS active tokens, a new one is refused (400)."""
     user = cast(User, request.user)
     form = TokenForm(request.POST or None)
     made: str | None = None
@@ -51,6 +54,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Revoke one of the user's own tokens (404 for anyone else's)."""
     row = get_object_or_404(ApiToken, pk=token_id, user=request.user)  # only one's own
     token_revoke(token=row)
     return redirect("tokens")

@@ -1,52 +1,43 @@
-"""The analytics writer: events from the topic into the ORM.
+"""The analytics worker: events from the topic into the ORM, each stored once.
 
-:func:`record_batch` is idempotent by event id. It inserts the batch with
-``INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id`` and adds
-only the rows that were really inserted to the aggregates (per minute and
-type, per actor and day, per post and day), so a redelivered event changes
-nothing, even when two workers race on it. SQLite (3.35+) and PostgreSQL
-both speak this dialect.
+:class:`AnalyticsWorker` consumes in the group
+:data:`~monitor.workers.groups.ANALYTICS` on the common loop
+(:mod:`monitor.workers.base`). Its writer, :func:`record_batch`, is
+idempotent by event id. It inserts the batch with ``INSERT ... ON CONFLICT
+(event_id) DO NOTHING RETURNING event_id`` and adds only the rows that were
+really inserted to the aggregates (per minute and type, per actor and day,
+per post and day), so a redelivered event changes nothing, even when two
+workers race on it. SQLite (3.35+) and PostgreSQL both speak this dialect.
 
 Raw events may be pruned (``manage.py prune_analytics``) while the
-aggregates stay. The prune records its horizon first (``AnalyticsHorizon``),
-and from then on :func:`record_batch` drops events older than
-the horizon: their raw rows may be gone, so an event redelivered from before
-it cannot be told from a new one, and it must not be counted twice.
+aggregates stay; an event older than the pruning horizon
+(:mod:`monitor.workers.pruning`) is not recorded, as it cannot be told from
+one already counted.
 """
 
 from __future__ import annotations
 
-import functools
+import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import (
-    CharField,
-    DateField,
-    DateTimeField,
-    Field,
-    IntegerField,
-    Model,
-)
 from django.utils import timezone
 
-from monitor.events.schema import Event, parse_time
-from monitor.models import (
-    AnalyticsEvent,
-    AnalyticsHorizon,
-    EventMinuteCount,
-    PostDayEngagement,
-    UserDayActivity,
-)
+from monitor.events.schema import parse_time
+from monitor.models import AnalyticsEvent, EventMinuteCount, PostDayEngagement, UserDayActivity
+from monitor.workers import groups
+from monitor.workers.base import BatchWorker
+from monitor.workers.pruning import pruned_before
+from monitor.workers.records import RecordedFrom
+from monitor.workers.upsert import model_field, upsert_adding
 
-# The primary key of the one AnalyticsHorizon row.
-HORIZON_ROW = 1
+logger = logging.getLogger(__name__)
 
 # Rows per INSERT statement: 11 parameters each stays under SQLite's limit of
 # 32,766 bound variables (PostgreSQL allows 65,535). The aggregates' upserts
@@ -60,20 +51,29 @@ ENGAGEMENT = {
     "comment.added": (0, 0, 1),
 }
 
+EVENT_COLUMNS = (
+    "event_id",
+    "type",
+    "source",
+    "subject",
+    "actor",
+    "time",
+    "data",
+    "topic",
+    "partition",
+    "offset",
+    "recorded_at",
+)
 
-@dataclass(frozen=True, slots=True)
-class RecordedFrom:
-    """An event with the Kafka position it was read from."""
 
-    event: Event
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None = None
-    raw: bytes | None = None  # the record's value as read, when it was read from Kafka
-    # The event's id and time as validating it parsed them; None: parsed again here.
-    event_id: uuid.UUID | None = None
-    time: datetime | None = None
+class AnalyticsWorker(BatchWorker):
+    """Stores every event once (by event id) and the per-minute counts."""
+
+    group_id = groups.ANALYTICS
+
+    def consume_batch(self, records: list[RecordedFrom]) -> None:
+        new = record_batch(records)
+        logger.debug("analytics recorded %d new of %d events", new, len(records))
 
 
 def record_batch(records: Sequence[RecordedFrom]) -> int:
@@ -115,28 +115,13 @@ class _Row:
     time: datetime  # the event's time, parsed once
 
 
-EVENT_COLUMNS = (
-    "event_id",
-    "type",
-    "source",
-    "subject",
-    "actor",
-    "time",
-    "data",
-    "topic",
-    "partition",
-    "offset",
-    "recorded_at",
-)
-
-
 def _insert_events(db: BaseDatabaseWrapper, rows: list[_Row], now: datetime) -> list[_Row]:
     """Insert the rows whose event id is new; return those rows."""
     # The string, integer and datetime values are already of their fields'
     # types, so only the backend's conversion is applied (what
     # get_db_prep_value does once a value is prepared).
-    id_field = _field(AnalyticsEvent, "event_id")
-    data_field = _field(AnalyticsEvent, "data")
+    id_field = model_field(AnalyticsEvent, "event_id")
+    data_field = model_field(AnalyticsEvent, "data")
     adapt_time = db.ops.adapt_datetimefield_value
     recorded_at = adapt_time(now)
     by_db_id: dict[str, _Row] = {}
@@ -175,7 +160,7 @@ def _insert_events(db: BaseDatabaseWrapper, rows: list[_Row], now: datetime) -> 
 def _inserted_row(by_db_id: dict[str, _Row], value: object) -> _Row:
     row = by_db_id.get(str(value))
     if row is None:  # a driver that returns another form of the UUID
-        row = by_db_id[str(_field(AnalyticsEvent, "event_id").to_python(value))]
+        row = by_db_id[str(model_field(AnalyticsEvent, "event_id").to_python(value))]
     return row
 
 
@@ -201,15 +186,25 @@ def _add_minute_counts(db: BaseDatabaseWrapper, rows: list[_Row]) -> None:
     counts = Counter(
         (row.time.replace(second=0, microsecond=0), row.record.event["type"]) for row in rows
     )
-    _upsert_adding(
-        db, EventMinuteCount, ("minute", "type"), ("count",), ((*k, n) for k, n in counts.items())
+    upsert_adding(
+        db,
+        EventMinuteCount,
+        ("minute", "type"),
+        ("count",),
+        ((*key, count) for key, count in counts.items()),
+        chunk_rows=CHUNK_ROWS,
     )
 
 
 def _add_user_days(db: BaseDatabaseWrapper, rows: list[_Row]) -> None:
     counts = Counter((row.time.date(), row.record.event["actor"]) for row in rows)
-    _upsert_adding(
-        db, UserDayActivity, ("day", "actor"), ("count",), ((*k, n) for k, n in counts.items())
+    upsert_adding(
+        db,
+        UserDayActivity,
+        ("day", "actor"),
+        ("count",),
+        ((*key, count) for key, count in counts.items()),
+        chunk_rows=CHUNK_ROWS,
     )
 
 
@@ -223,102 +218,11 @@ def _add_post_days(db: BaseDatabaseWrapper, rows: list[_Row]) -> None:
         total = totals.setdefault((row.time.date(), event["data"]["post_id"]), [0, 0, 0])
         for index, add in enumerate(adds):
             total[index] += add
-    _upsert_adding(
+    upsert_adding(
         db,
         PostDayEngagement,
         ("day", "post_id"),
         ("likes", "unlikes", "comments"),
         ((*key, *amounts) for key, amounts in totals.items()),
+        chunk_rows=CHUNK_ROWS,
     )
-
-
-def _upsert_adding(
-    db: BaseDatabaseWrapper,
-    model: type[Model],
-    keys: tuple[str, ...],
-    amounts: tuple[str, ...],
-    values: Iterable[tuple[Any, ...]],
-) -> None:
-    """Add amounts to the rows of ``model`` with these keys, creating the rows
-    that are missing: ``INSERT ... ON CONFLICT (keys) DO UPDATE``, one statement
-    per chunk. Each key must come once (PostgreSQL refuses to update a row twice
-    in one statement): the callers aggregate first."""
-    fields = [_field(model, name) for name in (*keys, *amounts)]
-    adapters = [_adapter(db, field) for field in fields]
-    params: list[Any] = []
-    for value in values:
-        params.extend(adapt(item) for adapt, item in zip(adapters, value, strict=True))
-    if not params:
-        return
-    quote = db.ops.quote_name
-    table = quote(model._meta.db_table)
-    # The fields are plain ones: their names are their columns.
-    columns = ", ".join(quote(name) for name in (*keys, *amounts))
-    updates = ", ".join(
-        f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}" for name in amounts
-    )
-    conflict = ", ".join(quote(name) for name in keys)
-    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    chunk = CHUNK_ROWS * len(fields)
-    with db.cursor() as cursor:
-        for start in range(0, len(params), chunk):
-            part = params[start : start + chunk]
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) "
-                f"VALUES {', '.join([row_sql] * (len(part) // len(fields)))} "
-                f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}",
-                part,
-            )
-
-
-def _adapter(db: BaseDatabaseWrapper, field: Field) -> Callable[[Any], Any]:
-    """The backend's conversion for a value already of the field's type (as
-    get_db_prep_save ends with, at a fraction of the cost per value)."""
-    if isinstance(field, DateTimeField):
-        return db.ops.adapt_datetimefield_value
-    if isinstance(field, DateField):
-        return db.ops.adapt_datefield_value
-    if isinstance(field, CharField | IntegerField):
-        return _same
-    return functools.partial(field.get_db_prep_save, connection=db)
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def pruned_before(*, using: str = DEFAULT_DB_ALIAS) -> datetime | None:
-    """The pruning horizon: events older than it are no longer recorded, and
-    their raw rows may be gone. None: nothing was ever pruned."""
-    return (
-        AnalyticsHorizon.objects.using(using)
-        .filter(pk=HORIZON_ROW)
-        .values_list("pruned_before", flat=True)
-        .first()
-    )
-
-
-def record_pruning_horizon(horizon: datetime, *, using: str = DEFAULT_DB_ALIAS) -> datetime:
-    """Record that raw events older than ``horizon`` may be deleted; return the
-    horizon now in force, which never moves back (the rows before a horizon
-    once recorded may be gone). Commit this before deleting any row."""
-    with transaction.atomic(using=using):
-        row, created = (
-            AnalyticsHorizon.objects.using(using)
-            .select_for_update()
-            .get_or_create(pk=HORIZON_ROW, defaults={"pruned_before": horizon})
-        )
-        if created:
-            return horizon
-        if row.pruned_before >= horizon:
-            return row.pruned_before
-        row.pruned_before = horizon
-        row.recorded_at = timezone.now()
-        row.save(using=using)
-    return horizon
-
-
-def _field(model: type[Model], name: str) -> Field:
-    field = model._meta.get_field(name)
-    assert isinstance(field, Field)
-    return field

@@ -1,14 +1,16 @@
 """Consumer-group workers: poll a batch, make it durable, then commit.
 
-Each worker is a small class on :class:`BatchWorker`. The loop is a chain of
-steps a test can call one by one:
+Each worker is a small class on :class:`BatchWorker` that names its group
+(:mod:`monitor.workers.groups`) and writes a batch (``consume_batch``). The
+loop is a chain of steps a test can call one by one:
 
-1. :meth:`BatchWorker.split` validates the records;
+1. :meth:`BatchWorker.split` validates the records
+   (:func:`~monitor.workers.records.split_records`);
 2. :meth:`BatchWorker.dead_letter` sends the invalid ones, bytes unchanged,
    to the dead-letter topic and waits for the broker's acknowledgement;
 3. :meth:`BatchWorker.make_durable` runs the worker's ``consume_batch`` and
-   records the dead letters, in one database transaction, retrying with
-   backoff while the database fails;
+   lists the dead letters, in one database transaction, retrying with
+   backoff while the database is unavailable;
 4. only then, and only once the broker is known to be the cluster the
    batch was read from (:meth:`BatchWorker.check_same_cluster`), are the
    batch's offsets committed.
@@ -29,43 +31,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from aiokafka import (
-    AIOKafkaConsumer,
-    AIOKafkaProducer,
-    ConsumerRebalanceListener,
-    ConsumerRecord,
-    TopicPartition,
-)
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import (
-    DatabaseError,
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connection,
-    transaction,
-)
 
-from monitor.events.schema import InvalidEvent, parse_record
 from monitor.kafka import clients as kafka
-from monitor.workers.analytics import RecordedFrom, record_batch
-from monitor.workers.deadletters import DeadRecord, record_dead_letters
+from monitor.runtime.backoff import Backoff
+from monitor.workers.deadletters import RECORD_OVERHEAD_BYTES, send_dead_letters
+from monitor.workers.durable import DurableWriter
+from monitor.workers.records import Batch, DeadRecord, RecordedFrom, split_records
 
 logger = logging.getLogger(__name__)
 
-Batch = Mapping[TopicPartition, Sequence[ConsumerRecord]]
-# Errors that say "the database is unavailable now" (down, locked, connection
-# lost), as opposed to "the database refuses this data".
-TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
-
-class FinishBatchOnRevoke(ConsumerRebalanceListener):
+class FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Before partitions move to another member, finish and commit the batch in hand."""
 
     def __init__(self, worker: BatchWorker) -> None:
@@ -81,6 +61,9 @@ class FinishBatchOnRevoke(ConsumerRebalanceListener):
 
 
 class BatchWorker:
+    """The loop every consumer group runs; a subclass sets ``group_id`` and
+    writes a batch in ``consume_batch``."""
+
     group_id: str = ""
     poll_timeout_ms = 500
 
@@ -90,13 +73,10 @@ class BatchWorker:
         self.batch_lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.cluster_id: str | None = None
+        self.cluster = kafka.ClusterWatch()
         # The batch being finished while the next one is polled, if any.
         self.in_hand: asyncio.Task[bool] | None = None
-        # Database work runs on one thread, so that its connection is kept
-        # between batches (DATABASE_CONN_MAX_AGE): opening one per batch cost
-        # as much as writing the batch.
-        self._database_thread: ThreadPoolExecutor | None = None
+        self.durable = DurableWriter(self)
 
     def request_stop(self) -> None:
         self.stopping = True
@@ -121,43 +101,44 @@ class BatchWorker:
                 logger.warning("%s: broker failure, reconnecting: %s", self.group_id, exc)
             finally:
                 await self.close()
-            await self._sleep(1.0)
+            await self.wait_unless_stopped(1.0)
 
     async def start(self) -> bool:
         """Connect, retrying with backoff; False if a stop came first."""
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while not self.stopping:
             try:
-                await kafka.ensure_topics()
-                self.consumer = kafka.make_consumer(
-                    group_id=self.group_id,
-                    session_timeout_ms=settings.KAFKA_SESSION_TIMEOUT_MS,
-                    heartbeat_interval_ms=max(1000, settings.KAFKA_SESSION_TIMEOUT_MS // 5),
-                )
-                self.consumer.subscribe(
-                    [settings.KAFKA_EVENTS_TOPIC], listener=FinishBatchOnRevoke(self)
-                )
-                self.producer = kafka.make_producer(
-                    max_request_size=settings.DLQ_MAX_RECORD_BYTES + 64 * 1024
-                )
-                await self.consumer.start()
-                await self.producer.start()
-                self.cluster_id = kafka.cluster_id(self.consumer)
-                logger.info("%s worker connected to cluster %s", self.group_id, self.cluster_id)
+                await self._connect()
                 return True
             except Exception as exc:  # noqa: BLE001 - the broker may not be up yet
                 logger.warning("%s worker cannot connect yet: %s", self.group_id, exc)
                 await self.close()
-                await self._sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await self.wait_unless_stopped(backoff.next())
         return False
 
+    async def _connect(self) -> None:
+        """Create the topics if missing, join the group, and watch the cluster joined."""
+        await kafka.ensure_topics()
+        self.consumer = kafka.make_consumer(
+            group_id=self.group_id,
+            session_timeout_ms=settings.KAFKA_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=max(1000, settings.KAFKA_SESSION_TIMEOUT_MS // 5),
+        )
+        self.consumer.subscribe([settings.KAFKA_EVENTS_TOPIC], listener=FinishBatchOnRevoke(self))
+        # A dead letter may be an oversize record, cut to DLQ_MAX_RECORD_BYTES: room for it.
+        self.producer = kafka.make_producer(
+            max_request_size=settings.DLQ_MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES
+        )
+        await self.consumer.start()
+        await self.producer.start()
+        self.cluster = kafka.ClusterWatch(kafka.cluster_id(self.consumer))
+        logger.info("%s worker connected to cluster %s", self.group_id, self.cluster.cluster_id)
+
     async def close(self) -> None:
-        for client in (self.consumer, self.producer):
-            if client is not None:
-                await _stop_client(client)
+        """Stop the Kafka clients and the database thread. Never raises."""
+        await kafka.stop_quietly(self.consumer, self.producer)
         self.consumer = self.producer = None
-        await self._close_database()
+        await self.durable.close()
 
     async def consume(self) -> None:
         """Poll and finish batches until stopped.
@@ -230,156 +211,34 @@ class BatchWorker:
     async def check_same_cluster(self) -> None:
         """Raise BrokerReplaced if the broker is no longer the cluster we joined.
 
-        The metadata is fetched afresh: a broker that restarted on the same
-        address does not make the client refresh it by itself, and a batch
-        read from the new cluster at the old positions must not be committed.
-        It is asked over the producer's connection: on the consumer's, the
-        request would queue behind a fetch that waits up to
+        A batch read from a new cluster at the old positions must not be
+        committed. The broker is asked over the producer's connection: on the
+        consumer's, the request would queue behind a fetch that waits up to
         ``fetch_max_wait_ms`` for new records.
         """
-        current = await kafka.fetch_cluster_id(self.producer or self.consumer)
-        if current is not None and self.cluster_id is not None and current != self.cluster_id:
-            raise kafka.BrokerReplaced(f"cluster {self.cluster_id} was replaced by {current}")
+        joined = self.cluster.cluster_id
+        if await self.cluster.moved(self.producer or self.consumer):
+            raise kafka.BrokerReplaced(
+                f"cluster {joined} was replaced by {self.cluster.cluster_id}"
+            )
 
     def split(self, batch: Batch) -> tuple[list[RecordedFrom], list[DeadRecord]]:
-        valid: list[RecordedFrom] = []
-        dead: list[DeadRecord] = []
-        max_bytes = settings.MAX_EVENT_BYTES
-        for records in batch.values():
-            for record in records:
-                try:
-                    event, event_id, time = parse_record(record.value, max_bytes=max_bytes)
-                except InvalidEvent as exc:
-                    dead.append(DeadRecord.of(record, exc.reason))
-                    continue
-                valid.append(
-                    RecordedFrom(
-                        event,
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        record.key,
-                        record.value,
-                        event_id,
-                        time,
-                    )
-                )
-        return valid, dead
+        """The batch's valid events and its dead records, each in the batch's order."""
+        return split_records(batch, max_bytes=settings.MAX_EVENT_BYTES)
 
     async def dead_letter(self, dead: list[DeadRecord]) -> None:
         """Send each invalid record to the DLQ topic; wait for the acknowledgements."""
         assert self.producer is not None
-        futures = []
-        for record in dead:
-            logger.warning(
-                "%s: dead-lettering %s[%d]@%d: %s",
-                self.group_id,
-                record.topic,
-                record.partition,
-                record.offset,
-                record.reason,
-            )
-            value, headers = record.for_topic(self.group_id, settings.DLQ_MAX_RECORD_BYTES)
-            futures.append(
-                await self.producer.send(
-                    settings.KAFKA_DLQ_TOPIC, value, key=record.key, headers=headers
-                )
-            )
-        await asyncio.gather(*futures)
+        await send_dead_letters(self.producer, self.group_id, dead)
 
     async def make_durable(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> bool:
-        """Write the batch, retrying with backoff while the database is unavailable.
-
-        A record the database refuses for good (bad data, not a lost
-        connection or a lock) is dead-lettered instead, so it cannot stall its
-        partition. Returns False only if a stop was requested while the
-        database was unavailable.
-        """
-        delay = 0.1
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self._in_database_thread(self._write, valid, dead)
-                if attempt > 1:
-                    logger.info("%s: database back after %d attempts", self.group_id, attempt)
-                return True
-            except TRANSIENT_DB_ERRORS as exc:
-                if self.stopping:
-                    return False
-                logger.warning(
-                    "%s: database write failed (attempt %d), retrying in %.1fs: %s",
-                    self.group_id,
-                    attempt,
-                    delay,
-                    exc,
-                )
-            except Exception as exc:  # noqa: BLE001 - refused for good: find the culprits
-                logger.warning(
-                    "%s: batch refused (%s); writing records one by one", self.group_id, exc
-                )
-                valid, dead = await self._isolate_refused(valid, dead)
-                continue
-            await self._sleep(delay)
-            delay = min(delay * 2, settings.WORKER_DB_RETRY_MAX_SECONDS)
-
-    async def _isolate_refused(
-        self, valid: list[RecordedFrom], dead: list[DeadRecord]
-    ) -> tuple[list[RecordedFrom], list[DeadRecord]]:
-        """Try each record alone; those refused for good become dead letters.
-
-        Returns the batch to write again: the accepted records (idempotent,
-        so writing them twice is harmless) and the dead letters, old and new.
-        A transient error here propagates to make_durable's retry.
-        """
-        accepted: list[RecordedFrom] = []
-        refused: list[DeadRecord] = []
-        for record in valid:
-            try:
-                await self._in_database_thread(self._write, [record], [])
-                accepted.append(record)
-            except TRANSIENT_DB_ERRORS:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                reason = f"could not be stored: {type(exc).__name__}: {exc}"[:1000]
-                refused.append(DeadRecord.from_event(record, reason))
-        if refused:
-            await self.dead_letter(refused)
-        return accepted, [*dead, *refused]
-
-    def _write(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> None:
-        close_old_connections()  # one past DATABASE_CONN_MAX_AGE or found unusable
-        try:
-            with transaction.atomic():
-                if valid:
-                    self.consume_batch(valid)
-                if dead:
-                    record_dead_letters(self.group_id, dead)
-        except BaseException:
-            # Whatever failed, the next attempt starts on a fresh connection
-            # (a lost one would fail again).
-            with contextlib.suppress(DatabaseError):
-                connection.close()
-            raise
-
-    async def _in_database_thread(self, function: Callable[..., Any], *args: Any) -> Any:
-        if self._database_thread is None:
-            self._database_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.group_id}-db")
-        call = sync_to_async(function, thread_sensitive=False, executor=self._database_thread)
-        return await call(*args)
-
-    async def _close_database(self) -> None:
-        """Close the database thread's connection, then the thread."""
-        if self._database_thread is None:
-            return
-        with contextlib.suppress(DatabaseError):
-            # Looked up inside that thread: ``connection`` is per thread, and
-            # ``connection.close`` taken here would close this thread's instead.
-            await self._in_database_thread(_close_connection)
-        self._database_thread.shutdown(wait=False)
-        self._database_thread = None
+        """Write the batch and list its dead letters in one transaction, retrying
+        while the database is unavailable; False only if a stop was requested
+        meanwhile (see :class:`~monitor.workers.durable.DurableWriter`)."""
+        return await self.durable.write(valid, dead)
 
     async def commit(self, batch: Batch) -> None:
+        """Commit the offsets after the batch's last record of each partition."""
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         assert self.consumer is not None
         try:
@@ -389,29 +248,7 @@ class BatchWorker:
             # batch again and the idempotent write absorbs it.
             logger.warning("%s: commit after rebalance refused: %s", self.group_id, exc)
 
-    async def _sleep(self, seconds: float) -> None:
-        try:
+    async def wait_unless_stopped(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if a stop is requested meanwhile."""
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_requested.wait(), seconds)
-        except TimeoutError:
-            pass
-
-
-class AnalyticsWorker(BatchWorker):
-    """Stores every event once (by event id) and the per-minute counts."""
-
-    group_id = "analytics"
-
-    def consume_batch(self, records: list[RecordedFrom]) -> None:
-        new = record_batch(records)
-        logger.debug("analytics recorded %d new of %d events", new, len(records))
-
-
-async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
-    try:
-        await client.stop()
-    except Exception:  # noqa: BLE001
-        logger.debug("client stop failed", exc_info=True)
-
-
-def _close_connection() -> None:
-    connection.close()

@@ -1,10 +1,13 @@
-"""Dead letters: records a consumer group could not process.
+"""Dead letters: records a consumer group could not process, sent aside, listed, re-driven.
 
-Each goes to the dead-letter topic with its original bytes and headers
-naming its topic, partition, offset, group and the reason, and is listed in
-the database (:class:`~monitor.models.DeadLetter`) so that staff can find it
-and, after a fix, re-drive it: put its original bytes back on the events
-topic, where every group reads it again (and deduplicates it by event id).
+A worker sends each such record to the dead-letter topic with its original
+bytes and headers naming its topic, partition, offset, group and the reason
+(:func:`send_dead_letters`), then lists it in the database
+(:func:`record_dead_letters`, :class:`~monitor.models.DeadLetter`) in the
+transaction that makes its batch durable. Staff find it there and, after a
+fix, re-drive it (:func:`redrive_now`): its original bytes go back on the
+events topic, where every group reads it again (and deduplicates it by
+event id).
 """
 
 from __future__ import annotations
@@ -12,53 +15,40 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from django.conf import settings
 from django.utils import timezone
 
-from monitor.events.schema import encode_event
+from monitor.kafka import clients as kafka
 from monitor.models import DeadLetter
-from monitor.workers.analytics import RecordedFrom
+from monitor.workers.records import DeadRecord
 
 logger = logging.getLogger(__name__)
 
+# Room for a record's key, headers and framing beyond its value.
+RECORD_OVERHEAD_BYTES = 64 * 1024
 
-@dataclass(frozen=True, slots=True)
-class DeadRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    reason: str
 
-    @classmethod
-    def of(cls, record: ConsumerRecord, reason: str) -> DeadRecord:
-        return cls(record.topic, record.partition, record.offset, record.key, record.value, reason)
-
-    @classmethod
-    def from_event(cls, record: RecordedFrom, reason: str) -> DeadRecord:
-        """A valid event the worker could not process, with its original bytes."""
-        value = record.raw if record.raw is not None else encode_event(record.event)
-        return cls(record.topic, record.partition, record.offset, record.key, value, reason)
-
-    def for_topic(self, group: str, max_bytes: int) -> tuple[bytes | None, list[tuple[str, bytes]]]:
-        """The value and headers for the DLQ topic. A value over ``max_bytes`` is cut
-        to that size, and the headers say so and give the original size."""
-        headers = [
-            ("dlq.reason", self.reason.encode()),
-            ("dlq.topic", self.topic.encode()),
-            ("dlq.partition", str(self.partition).encode()),
-            ("dlq.offset", str(self.offset).encode()),
-            ("dlq.group", group.encode()),
-        ]
-        value = self.value
-        if value is not None and len(value) > max_bytes:
-            headers += [("dlq.truncated", b"true"), ("dlq.original_size", str(len(value)).encode())]
-            value = value[:max_bytes]
-        return value, headers
+async def send_dead_letters(producer: AIOKafkaProducer, group: str, dead: list[DeadRecord]) -> None:
+    """Send each dead record to the dead-letter topic, its value cut to
+    ``DLQ_MAX_RECORD_BYTES``; return once the broker acknowledged them all
+    (raise if it refused one)."""
+    futures = []
+    for record in dead:
+        logger.warning(
+            "%s: dead-lettering %s[%d]@%d: %s",
+            group,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.reason,
+        )
+        value, headers = record.for_topic(group, settings.DLQ_MAX_RECORD_BYTES)
+        futures.append(
+            await producer.send(settings.KAFKA_DLQ_TOPIC, value, key=record.key, headers=headers)
+        )
+    await asyncio.gather(*futures)
 
 
 def record_dead_letters(group: str, dead: Iterable[DeadRecord]) -> None:
@@ -104,16 +94,16 @@ async def redrive(producer: AIOKafkaProducer, letters: list[DeadLetter]) -> list
 
 
 def mark_redriven(ids: list[int]) -> int:
+    """Stamp the letters as re-driven now; return how many were found."""
     return DeadLetter.objects.filter(pk__in=ids).update(redriven_at=timezone.now())
 
 
 def redrive_now(letters: list[DeadLetter]) -> int:
     """Re-drive from synchronous code (admin, command); returns how many were acknowledged."""
-    from monitor.kafka import clients as kafka
 
     async def run() -> list[int]:
         largest = max((letter.size for letter in letters), default=0)
-        producer = kafka.make_producer(max_request_size=largest + 64 * 1024)
+        producer = kafka.make_producer(max_request_size=largest + RECORD_OVERHEAD_BYTES)
         await producer.start()
         try:
             return await redrive(producer, letters)

@@ -12,8 +12,10 @@ is skipped. Other event types tell nobody.
 
 :func:`store_notices` is idempotent by event id: a notice is unique by
 (event id, recipient), and a batch is inserted with ``ON CONFLICT DO
-NOTHING``, so a redelivered batch creates nothing new. The worker runs it in
-one transaction per batch (see :class:`~monitor.workers.base.BatchWorker`).
+NOTHING``, so a redelivered batch creates nothing new.
+:class:`NotificationsWorker` consumes in the group
+:data:`~monitor.workers.groups.NOTIFICATIONS` and runs it in one transaction
+per batch (see :class:`~monitor.workers.base.BatchWorker`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from django.contrib.auth import get_user_model
 
 from monitor.events.schema import Event, parse_time
 from monitor.models import Notice
-from monitor.workers.analytics import RecordedFrom
+from monitor.workers import groups
 from monitor.workers.base import BatchWorker
+from monitor.workers.records import RecordedFrom
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ def store_notices(records: Sequence[RecordedFrom]) -> int:
 class NotificationsWorker(BatchWorker):
     """Turns the events that concern someone into their notices, once per event."""
 
-    group_id = "notifications"
+    group_id = groups.NOTIFICATIONS
 
     def consume_batch(self, records: list[RecordedFrom]) -> None:
         made = store_notices(records)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from monitor.events.schema import build_event
-from monitor.workers.analytics import RecordedFrom, record_batch
+from monitor.workers.analytics import record_batch
+from monitor.workers.records import RecordedFrom
 
 pytestmark = pytest.mark.django_db
 

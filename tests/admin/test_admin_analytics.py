@@ -21,9 +21,11 @@ from monitor.admin_analytics.filters import Filters
 from monitor.admin_analytics.report import build_report
 from monitor.events.schema import Event, build_event, format_time
 from monitor.models import AnalyticsEvent, Post, PostDayEngagement, UserDayActivity
-from monitor.workers.analytics import RecordedFrom, record_batch
-from tests.views import test_pages_browser as pages
-from tests.conftest import Stack, photo_event, signup_event
+from monitor.workers.analytics import record_batch
+from monitor.workers.records import RecordedFrom
+from tests.support.browser import ARTIFACTS, needs_chromium
+from tests.support.events import commented, liked, photo_event, signup_event, unliked
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.django_db
 
@@ -32,40 +34,6 @@ EXPORT = "/admin/monitor/analyticsevent/analytics/events.csv"
 DAY1 = datetime(2024, 5, 6, 9, 30, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
 RANGE = {"from": "2024-05-06", "to": "2024-05-07"}
-
-browser = pages.browser  # the same fixture: one headless Chromium per module
-
-
-def social_event(type: str, *, actor: int, post_id: int, at: datetime, **data: object) -> Event:
-    """A like, unlike or comment on ``post_id`` by user ``actor``."""
-    fields: dict[str, object] = {
-        "post_id": post_id,
-        "post_author_id": 1,
-        "user_id": actor,
-        "username": f"user{actor}",
-    }
-    if type == "comment.added":
-        fields.update(comment_id=data.pop("comment_id", 1), text=data.pop("text", "nice"))
-    return build_event(
-        type=type,
-        subject=f"posts/{post_id}",
-        actor=str(actor),
-        data={**fields, **data},
-        source="/test",
-        time=at,
-    )
-
-
-def liked(post_id: int, actor: int, at: datetime) -> Event:
-    return social_event("photo.liked", actor=actor, post_id=post_id, at=at)
-
-
-def unliked(post_id: int, actor: int, at: datetime) -> Event:
-    return social_event("photo.unliked", actor=actor, post_id=post_id, at=at)
-
-
-def commented(post_id: int, actor: int, at: datetime, text: str = "nice") -> Event:
-    return social_event("comment.added", actor=actor, post_id=post_id, at=at, text=text)
 
 
 def record(*events: Event) -> int:
@@ -587,7 +555,7 @@ def test_daphne_streams_the_export(stack: Stack, django_user_model, client, monk
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(*pages.pytestmark[-1].args, **pages.pytestmark[-1].kwargs)
+@needs_chromium
 def test_the_charts_are_drawn_in_a_browser(
     browser, stack: Stack, django_user_model, client
 ) -> None:
@@ -612,7 +580,7 @@ def test_the_charts_are_drawn_in_a_browser(
         for chart in ("#active-chart", "#daily-chart", "#rates-chart"):
             page.wait_for_selector(f'{chart}[data-drawn="true"] canvas', timeout=10_000)
         assert page.inner_text('#summary [data-figure="likes"] .value') == "1"
-        page.screenshot(path=str(pages.ARTIFACTS / "admin-analytics.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "admin-analytics.png"), full_page=True)
         assert errors == []
         page.fill("#analytics-from", "2024-05-08")
         page.fill("#analytics-to", "2024-05-07")

@@ -16,14 +16,11 @@ from django.db.models import Sum
 from monitor.feed.services import post_create
 from monitor.management.processes import stop_processes
 from monitor.models import EventMinuteCount, OutboxEvent
-from tests.views import test_pages_browser as pages
-from tests.conftest import Poster, Processes, Stack, jpeg_bytes
-from tests.views.test_pages_browser import ARTIFACTS, sign_up
+from tests.support.browser import ARTIFACTS, needs_chromium, sign_up
+from tests.support.images import jpeg_bytes
+from tests.support.stack import Poster, Processes, Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-pytestmark += [mark for mark in pages.pytestmark if mark.name == "skipif"]  # no Chromium
-
-browser = pages.browser  # the same fixture: one headless Chromium per module
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), needs_chromium]
 
 LIVE = '#stream-status[data-state="live"]'
 EVENT_ROWS = "#tail tr.event"

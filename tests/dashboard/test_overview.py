@@ -25,8 +25,9 @@ from monitor.kafka import clients as kafka
 from monitor.kafka.embedded import free_port
 from monitor.live.presence import Presence, watcher_joined, watcher_left, watching_count
 from monitor.models import AnalyticsEvent, DeadLetter, WatcherHeartbeat
-from monitor.workers.analytics import RecordedFrom, record_batch
-from tests.conftest import photo_event, signup_event
+from monitor.workers.analytics import record_batch
+from monitor.workers.records import RecordedFrom
+from tests.support.events import photo_event, signup_event
 
 pytestmark = pytest.mark.django_db
 

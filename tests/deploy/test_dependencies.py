@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 from packaging.requirements import Requirement
 
-from tests.conftest import ROOT
+from tests.support.project import ROOT
 
 # For each, the release with the security fixes published so far, and the one before.
 SECURITY_MINIMUMS = {

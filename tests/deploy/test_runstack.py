@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from monitor.kafka.embedded import free_port
-from tests.conftest import ROOT
+from tests.support.project import ROOT
 
 
 def _alive(pid: int) -> bool:

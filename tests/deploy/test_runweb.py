@@ -12,7 +12,8 @@ from django.test import Client
 
 from monitor.kafka.embedded import free_port
 from monitor.management.processes import stop_processes
-from tests.conftest import ROOT, Processes
+from tests.support.project import ROOT
+from tests.support.stack import Processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

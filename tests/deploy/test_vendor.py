@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.conftest import ROOT
+from tests.support.project import ROOT
 
 VENDOR = ROOT / "static" / "vendor"
 

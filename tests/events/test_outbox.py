@@ -9,11 +9,12 @@ import time
 import pytest
 from django.db import transaction
 
-from monitor.events.outbox import emit_event, relay_outbox
+from monitor.events.emit import emit_event
+from monitor.events.relay import relay_outbox
 from monitor.events.schema import parse_event
 from monitor.kafka import clients as kafka
 from monitor.models import OutboxEvent
-from tests.workers.test_base import read_all
+from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

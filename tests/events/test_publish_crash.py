@@ -11,12 +11,15 @@ from aiokafka import TopicPartition
 from django.db import DatabaseError, transaction
 
 from monitor.events import outbox
-from monitor.events.outbox import emit_event, publish_rows, relay_outbox
+from monitor.events.emit import emit_event
 from monitor.events.publisher import publisher
+from monitor.events.relay import relay_outbox
 from monitor.events.schema import parse_event
+from monitor.events.sending import publish_rows
 from monitor.kafka import clients as kafka
 from monitor.models import AnalyticsEvent, EventMinuteCount, OutboxEvent
-from tests.workers.test_base import IsolatedWorker, read_all, run_until_consumed
+from tests.support.kafka import read_all
+from tests.support.workers import IsolatedWorker, run_until_consumed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

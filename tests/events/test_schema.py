@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
+from monitor.events.event_types import LikeData
 from monitor.events.schema import (
+    DATA_FIELDS,
+    EVENT_TYPES,
     REQUIRED_STRINGS,
     InvalidEvent,
     build_event,
@@ -128,6 +131,44 @@ def test_it_refuses_to_build_an_event_whose_data_does_not_fit_its_type() -> None
         )
 
     assert "data.username" in caught.value.reason
+
+
+def test_it_reads_the_event_types_from_their_classes() -> None:
+    assert EVENT_TYPES == {
+        "user.signed_up",
+        "photo.posted",
+        "photo.deleted",
+        "photo.liked",
+        "photo.unliked",
+        "comment.added",
+        "comment.deleted",
+        "user.followed",
+        "user.unfollowed",
+    }
+
+
+def test_it_reads_a_types_required_data_fields_from_its_class_in_order() -> None:
+    assert list(DATA_FIELDS["photo.liked"].items()) == [
+        ("post_id", int),
+        ("post_author_id", int),
+        ("user_id", int),
+        ("username", str),
+    ]
+
+
+def test_it_checks_every_required_data_field_as_a_json_string_or_integer() -> None:
+    kinds = {kind for fields in DATA_FIELDS.values() for kind in fields.values()}
+
+    assert kinds == {int, str}
+
+
+def test_it_builds_an_event_without_the_data_extras() -> None:
+    data = LikeData(post_id=7, post_author_id=3, user_id=4, username="bob")
+
+    event = build_event(type="photo.liked", subject="posts/7", actor="4", data=data, source="/test")
+
+    assert "like_count" not in DATA_FIELDS["photo.liked"]
+    assert parse_event(encode_event(event))["data"] == data
 
 
 def without(name: str) -> Callable[[dict[str, Any]], object]:

@@ -17,8 +17,9 @@ from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.urls import path
 
-from eventsite.serving import PooledThreadsHandler, call_after_response, skip_twisted_form_parsing
+from eventsite.serving import PooledThreadsHandler, skip_twisted_form_parsing
 from eventsite.sqlite3 import base as sqlite_backend
+from monitor.events.after_response import call_after_response
 from monitor.models import Post
 
 pytestmark = pytest.mark.django_db(transaction=True)

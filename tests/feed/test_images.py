@@ -23,7 +23,7 @@ from monitor.feed import images, services
 from monitor.feed.images import PhotoLimits, PhotoRejected, process_photo
 from monitor.feed.services import post_create
 from monitor.models import OutboxEvent, Post
-from tests.conftest import jpeg_bytes
+from tests.support.images import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -30,7 +30,7 @@ from monitor.feed.services import (
     unlike_photo,
 )
 from monitor.models import Comment, Follow, Like, OutboxEvent, Post
-from tests.conftest import jpeg_bytes
+from tests.support.images import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -28,9 +28,9 @@ from django.core.exceptions import ImproperlyConfigured
 from eventsite.kafka_security import check_kafka_security
 from monitor.kafka import clients as kafka
 from monitor.kafka.embedded import broker_binary, free_port
-from tests.workers.test_base import read_all
+from tests.support.kafka import read_all
+from tests.support.project import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY_PASSWORD = "key-pass-phrase"
 
 
@@ -321,6 +321,7 @@ def test_plaintext_clients_have_no_tls_and_no_credentials(settings, monkeypatch)
         assert client._sasl_plain_password is None, name
 
 
+CLIENTS_MODULE = ROOT / "monitor" / "kafka" / "clients.py"
 CLIENT_CLASSES = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "AIOKafkaClient"}
 
 
@@ -350,12 +351,12 @@ def test_no_module_but_monitor_kafka_builds_a_kafka_client() -> None:
         call
         for package in ("monitor", "bench", "eventsite")
         for path in sorted((ROOT / package).rglob("*.py"))
-        if path != ROOT / "monitor" / "kafka.py"
+        if path != CLIENTS_MODULE
         for call in kafka_clients_built(path)
     ]
     assert elsewhere == []
     # The check finds what it looks for: monitor/kafka/clients.py builds all four.
-    found = {call.rsplit(" ", 1)[1] for call in kafka_clients_built(ROOT / "monitor" / "kafka.py")}
+    found = {call.rsplit(" ", 1)[1] for call in kafka_clients_built(CLIENTS_MODULE)}
     assert found == CLIENT_CLASSES
 
 

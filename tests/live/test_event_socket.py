@@ -23,10 +23,10 @@ from monitor.kafka.embedded import free_port
 from monitor.live import event_socket as streams
 from monitor.live.event_socket import EventStreamConsumer
 from monitor.live.hub import FanoutHub
-from monitor.live.reader import encode_item
+from monitor.live.protocol import encode_item
 from monitor.live.socket_auth import StreamAuthMiddleware
 from monitor.security.tokens import token_create
-from tests.conftest import photo_event, signup_event
+from tests.support.events import photo_event, signup_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from monitor.live.filters import BadFilter, EventFilter
-from tests.conftest import photo_event, signup_event
+from tests.support.events import photo_event, signup_event
 
 POSTED = photo_event(3, author_id=7, caption="Sunset at the PIER")
 SIGNED_UP = signup_event(7)

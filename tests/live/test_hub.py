@@ -20,7 +20,7 @@ from monitor.live import hub as fanout
 from monitor.live.delivery import ClientStream
 from monitor.live.filters import EventFilter
 from monitor.live.hub import FanoutHub
-from monitor.live.reader import encode_item
+from monitor.live.protocol import encode_item
 
 TOPIC = "user-events"
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Processes, photo_event
-from tests.live.test_replay import produce, signups
-from tests.live.test_tail import make_token
-from tests.views.test_pages_browser import CHROMIUM, ON_CI
-from tests.views.test_pages_browser import browser as browser  # noqa: F401 - the fixture
+from tests.support.browser import CHROMIUM, ON_CI
+from tests.support.events import photo_event, signups
+from tests.support.kafka import produce_events as produce
+from tests.support.project import ROOT
+from tests.support.stack import Processes, make_token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -94,7 +94,7 @@ def test_the_python_example_follows_and_resumes(processes: Processes, tmp_path: 
 @pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not ON_CI, reason=f"Chromium not installed at {CHROMIUM}"
 )
-def test_the_javascript_example_follows_in_a_page(processes: Processes, browser) -> None:  # noqa: F811
+def test_the_javascript_example_follows_in_a_page(processes: Processes, browser) -> None:
     token = make_token("javascript-example")
     processes.start("web")
     older, newer = captions(9000, 22), captions(9100, 4)

@@ -13,16 +13,14 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from monitor.events.schema import encode_event
-from monitor.kafka import clients as kafka
 from monitor.live.recent import latest_in_partition_order
-from monitor.live.replay import HISTORY_MAX, BadReplay, ReplayRequest, plan_replay
-from tests.conftest import Processes, Stack, photo_event, signup_event
-from tests.system.test_end_to_end import signed_in_client
+from monitor.live.replay_plan import HISTORY_MAX, BadReplay, ReplayRequest, plan_replay
+from tests.support.events import photo_event, signups
+from tests.support.kafka import produce_events as produce
+from tests.support.stack import Processes, Stack, signed_in_client
 
 # --- the plan ------------------------------------------------------------------
 
@@ -159,25 +157,6 @@ class Reader:
     @property
     def since(self) -> str:
         return ",".join(f"{p}:{o}" for p, o in sorted(self.positions.items()))
-
-
-async def produce(events: list[dict[str, Any]], *, pause: float = 0.0) -> None:
-    await kafka.ensure_topics()
-    producer = kafka.make_producer()
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send_and_wait(
-                settings.KAFKA_EVENTS_TOPIC, encode_event(event), key=event["actor"].encode()
-            )
-            if pause:
-                await asyncio.sleep(pause)
-    finally:
-        await producer.stop()
-
-
-def signups(first: int, count: int) -> list[dict[str, Any]]:
-    return [signup_event(n) for n in range(first, first + count)]
 
 
 @pytest.mark.e2e

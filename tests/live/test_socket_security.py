@@ -16,8 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from monitor.models import ApiToken
 from monitor.security.tokens import token_create, token_revoke
-from tests.conftest import CSRF_FIELD, Stack
-from tests.system.test_end_to_end import signed_in_client
+from tests.support.stack import CSRF_FIELD, Stack, signed_in_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

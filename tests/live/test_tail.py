@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 
 from monitor.live.tail import parse_positions, stream_url
-from monitor.security.tokens import token_create
-from tests.conftest import ROOT, Processes, photo_event
-from tests.live.test_replay import produce, signups
+from tests.support.events import photo_event, signups
+from tests.support.kafka import produce_events as produce
+from tests.support.project import ROOT
+from tests.support.stack import Processes, make_token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -61,11 +61,6 @@ class Tail:
         out, _ = self.process.communicate(timeout=timeout)
         assert self.process.returncode == 0, self.err_path.read_text()
         return [json.loads(line) for line in out.decode().splitlines()]
-
-
-def make_token(username: str) -> str:
-    user = User.objects.create_user(username=username, password="pw-a-long-one-2")
-    return token_create(user=user, name="tail")[1]
 
 
 def photos(first: int, count: int) -> list[dict[str, Any]]:

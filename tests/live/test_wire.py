@@ -16,7 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from monitor.events.schema import encode_event
 from monitor.kafka import clients as kafka
 from monitor.live.wire import DirectSocket, text_frame
-from tests.conftest import Poster, Processes, photo_event
+from tests.support.events import photo_event
+from tests.support.stack import Poster, Processes
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])

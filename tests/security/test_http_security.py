@@ -25,8 +25,10 @@ from PIL import Image
 
 from eventsite.media import MEDIA_HEADERS
 from monitor.feed.images import PhotoLimits, process_photo
-from tests.views import test_pages_browser as pages
-from tests.conftest import ROOT, Poster, Stack, jpeg_bytes
+from tests.support.browser import needs_chromium
+from tests.support.images import jpeg_bytes
+from tests.support.project import ROOT
+from tests.support.stack import Poster, Stack
 
 SANDBOX = "default-src 'none'; sandbox"
 
@@ -460,8 +462,6 @@ def test_the_production_settings_follow_their_switches(var_dir: str) -> None:
 
 # --- In a real browser -------------------------------------------------------
 
-browser = pages.browser  # one headless Chromium per module (tests/views/test_pages_browser.py)
-
 # Runs in every page before its own scripts: records each violation the
 # browser reports, with where it happened.
 WATCH_VIOLATIONS = """
@@ -481,10 +481,7 @@ def violations(page) -> list[str]:
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(
-    not Path(pages.CHROMIUM).exists() and not pages.ON_CI,
-    reason=f"Chromium not installed at {pages.CHROMIUM} (apt-get install chromium)",
-)
+@needs_chromium
 def test_the_feed_dashboard_and_admin_run_under_the_policy(browser, stack: Stack) -> None:
     context = browser.new_context(base_url=stack.base_url)
     context.add_init_script(WATCH_VIOLATIONS)

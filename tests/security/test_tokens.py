@@ -20,7 +20,7 @@ from monitor.security.tokens import (
     token_revoke,
     user_for_token,
 )
-from tests.conftest import jpeg_bytes
+from tests.support.images import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,25 +14,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from monitor.models import AnalyticsEvent, EventMinuteCount, OutboxEvent, Post
-from tests.conftest import Stack, jpeg_bytes
+from tests.support.images import jpeg_bytes
+from tests.support.stack import CSRF_FIELD, Stack, signed_in_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-
-
-def signed_in_client(stack: Stack, username: str, password: str) -> httpx.Client:
-    """An HTTP client that signed up through the real signup form."""
-    client = httpx.Client(base_url=stack.base_url, timeout=10)
-    page = client.get("/accounts/signup/")
-    token = CSRF_FIELD.search(page.text).group(1)
-    response = client.post(
-        "/accounts/signup/",
-        data={"username": username, "password": password, "csrfmiddlewaretoken": token},
-        headers={"Referer": stack.base_url + "/accounts/signup/"},
-    )
-    assert response.status_code == 302, response.text
-    return client
 
 
 def post_photo(client: httpx.Client, stack: Stack, caption: str) -> httpx.Response:

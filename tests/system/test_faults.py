@@ -19,7 +19,7 @@ from django.db.models import Sum
 from monitor.events.schema import build_event, encode_event
 from monitor.kafka import clients as kafka
 from monitor.models import AnalyticsEvent, EventMinuteCount, OutboxEvent
-from tests.conftest import Poster, Processes
+from tests.support.stack import Poster, Processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

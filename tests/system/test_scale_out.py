@@ -43,7 +43,9 @@ from monitor.kafka.embedded import free_port
 from monitor.management.processes import daphne_command
 from monitor.models import AnalyticsEvent, EventMinuteCount
 from monitor.security.tokens import token_create
-from tests.conftest import ROOT, Processes, _wait_for_http, jpeg_bytes
+from tests.support.images import jpeg_bytes
+from tests.support.project import ROOT
+from tests.support.stack import Processes, wait_for_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -92,7 +94,7 @@ def start_web(processes: Processes, name: str) -> str:
     port = free_port()
     process = start(processes, name, daphne_command("-b", "127.0.0.1", "-p", str(port)))
     base_url = f"http://127.0.0.1:{port}"
-    _wait_for_http(f"{base_url}/healthz", process, timeout=30)
+    wait_for_http(f"{base_url}/healthz", process, timeout=30)
     return base_url
 
 

@@ -11,14 +11,11 @@ import time
 import pytest
 
 from monitor.models import Comment, Follow, Like, Post
-from tests.views import test_pages_browser as pages
-from tests.conftest import Stack, jpeg_bytes
-from tests.views.test_pages_browser import ARTIFACTS, sign_up
+from tests.support.browser import ARTIFACTS, needs_chromium, sign_up
+from tests.support.images import jpeg_bytes
+from tests.support.stack import Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-pytestmark += [mark for mark in pages.pytestmark if mark.name == "skipif"]  # no Chromium
-
-browser = pages.browser  # the same fixture: one headless Chromium per module
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), needs_chromium]
 
 LIVE = '#stream-status[data-state="live"]'
 CAPTION = '<script>document.title="pwned"</script><b>bold</b>'

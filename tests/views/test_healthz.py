@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from monitor.events.outbox import emit_event
+from monitor.events.emit import emit_event
 from monitor.kafka.embedded import free_port
 from monitor.models import OutboxEvent
 

@@ -15,14 +15,12 @@ from django.utils import timezone
 
 from monitor.management.processes import stop_processes
 from monitor.models import Notice
-from tests.views import test_pages_browser as pages
-from tests.conftest import ROOT, Poster, Stack, jpeg_bytes
-from tests.views.test_pages_browser import ARTIFACTS, sign_up
+from tests.support.browser import ARTIFACTS, needs_chromium, sign_up
+from tests.support.images import jpeg_bytes
+from tests.support.project import ROOT
+from tests.support.stack import Poster, Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-pytestmark += [mark for mark in pages.pytestmark if mark.name == "skipif"]  # no Chromium
-
-browser = pages.browser  # the same fixture: one headless Chromium per module
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), needs_chromium]
 
 LIVE = '.notices-menu[data-state="live"]'
 COUNT = "#notices-count"

@@ -2,71 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 
 from monitor.models import OutboxEvent, Post
-from tests.conftest import ROOT, Stack, jpeg_bytes
+from tests.support.browser import ARTIFACTS, needs_chromium, sign_up
+from tests.support.images import jpeg_bytes
+from tests.support.stack import Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = os.getenv("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
-
-
-ON_CI = os.getenv("CI") == "true"
-pytestmark.append(
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists() and not ON_CI,
-        reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)",
-    )
-)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium is required on CI but was not found at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop running in this thread; the
-    # database flush between tests is still plain synchronous code.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
-    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-
-
-def sign_up(browser, stack: Stack, username: str):
-    # Playwright's wait_for_function evaluates text, which the site's policy
-    # forbids; the policy itself is checked in tests/security/test_http_security.py.
-    context = browser.new_context(base_url=stack.base_url, bypass_csp=True)
-    page = context.new_page()
-    page.goto("/accounts/signup/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", "a-long-pass-phrase-9")
-    page.click("button[type=submit]")
-    page.wait_for_url(stack.base_url + "/")
-    return context, page
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), needs_chromium]
 
 
 def test_a_post_appears_live_on_the_dashboard_and_in_the_feed(

@@ -15,7 +15,7 @@ from PIL import Image
 
 from monitor.events.schema import parse_event
 from monitor.models import OutboxEvent, Post
-from tests.conftest import jpeg_bytes
+from tests.support.images import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,9 @@ import pytest
 from monitor.events.schema import Event
 from monitor.models import AnalyticsEvent, EventMinuteCount
 from monitor.workers import analytics
-from monitor.workers.analytics import RecordedFrom, record_batch
-from tests.conftest import photo_event, signup_event
+from monitor.workers.analytics import record_batch
+from monitor.workers.records import RecordedFrom
+from tests.support.events import photo_event, signup_event
 
 pytestmark = pytest.mark.django_db
 

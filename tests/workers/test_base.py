@@ -9,62 +9,18 @@ import threading
 import uuid
 
 import pytest
-from aiokafka import TopicPartition
 from django.db import OperationalError
 
 from monitor.events.schema import encode_event
 from monitor.kafka import clients as kafka
 from monitor.models import AnalyticsEvent, DeadLetter, EventMinuteCount
-from monitor.workers.base import AnalyticsWorker, FinishBatchOnRevoke
-from tests.conftest import signup_event
+from monitor.workers.analytics import AnalyticsWorker
+from monitor.workers.base import FinishBatchOnRevoke
+from tests.support.events import signup_event
+from tests.support.kafka import committed_offsets, produce, read_all
+from tests.support.workers import IsolatedWorker, run_until_consumed
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class IsolatedWorker(AnalyticsWorker):
-    group_id = f"analytics-test-{uuid.uuid4().hex[:8]}"
-
-
-async def produce(topic: str, values: list[bytes]) -> None:
-    await kafka.ensure_topics()
-    producer = kafka.make_producer()
-    await producer.start()
-    try:
-        for index, value in enumerate(values):
-            await producer.send_and_wait(topic, value, key=str(index % 3).encode())
-    finally:
-        await producer.stop()
-
-
-async def run_until_consumed(worker: AnalyticsWorker, topic: str, count: int) -> dict:
-    """Drive the worker's steps until ``count`` records were handled; return committed offsets."""
-    assert await worker.start()
-    try:
-        handled = 0
-        async with asyncio.timeout(30):
-            while handled < count:
-                batch = await worker.consumer.getmany(timeout_ms=200)
-                if batch:
-                    await worker.handle(batch)
-                    handled += sum(len(records) for records in batch.values())
-        partitions = worker.consumer.partitions_for_topic(topic)
-        return {p: await worker.consumer.committed(TopicPartition(topic, p)) for p in partitions}
-    finally:
-        await worker.close()
-
-
-async def read_all(topic: str, count: int) -> list:
-    consumer = kafka.make_consumer(topic, group_id=None)
-    await consumer.start()
-    records = []
-    try:
-        async with asyncio.timeout(20):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 def test_it_records_valid_events_and_dead_letters_poison(topics) -> None:
@@ -96,18 +52,6 @@ def test_it_records_valid_events_and_dead_letters_poison(topics) -> None:
         assert reason_word in headers["dlq.reason"].decode()
         assert headers["dlq.topic"].decode() == topic
         assert int(headers["dlq.offset"]) >= 0
-
-
-def committed_offsets(topic: str, group: str) -> dict:
-    async def read() -> dict:
-        consumer = kafka.make_consumer(group_id=group)
-        await consumer.start()
-        try:
-            return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(3)}
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
 
 
 def test_it_retries_while_the_database_is_down_then_commits(topics, settings) -> None:

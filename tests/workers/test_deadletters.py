@@ -16,11 +16,13 @@ from django.core.management import CommandError, call_command
 from monitor.events.schema import encode_event
 from monitor.kafka import clients as kafka
 from monitor.models import AnalyticsEvent, DeadLetter, EventMinuteCount
-from monitor.workers.deadletters import DeadRecord, mark_redriven, record_dead_letters
-from tests import conftest
-from tests.conftest import signup_event
-from tests.workers.test_base import IsolatedWorker, read_all, run_until_consumed
-from tests.workers.test_base import produce as produce_records
+from monitor.workers.deadletters import mark_redriven, record_dead_letters
+from monitor.workers.records import DeadRecord
+from tests.support import events
+from tests.support.events import signup_event
+from tests.support.kafka import produce as produce_records
+from tests.support.kafka import read_all
+from tests.support.workers import IsolatedWorker, run_until_consumed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +30,7 @@ LIMIT = 20_000
 
 
 def photo_event(n: int, caption: str = "a photo") -> dict:
-    return conftest.photo_event(n, caption=caption)
+    return events.photo_event(n, caption=caption)
 
 
 def oversize_event() -> bytes:

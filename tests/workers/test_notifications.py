@@ -20,13 +20,15 @@ from websockets.asyncio.client import connect
 
 from monitor.dashboard import overview
 from monitor.events.schema import build_event, encode_event
-from monitor.live.notice_socket import NoticePoller, PollCursor, notice_frames
+from monitor.live.notice_poller import NoticePoller, PollCursor, notice_frames
 from monitor.management.processes import stop_processes
 from monitor.models import DeadLetter, Notice
-from monitor.workers.analytics import RecordedFrom
 from monitor.workers.notifications import NotificationsWorker, notice_for, store_notices
-from tests.conftest import Processes, Stack, photo_event, signup_event
-from tests.workers.test_base import committed_offsets, produce, run_until_consumed
+from monitor.workers.records import RecordedFrom
+from tests.support.events import photo_event, signup_event
+from tests.support.kafka import committed_offsets, produce
+from tests.support.stack import Processes, Stack
+from tests.support.workers import run_until_consumed
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -26,9 +26,12 @@ from monitor.models import (
     PostDayEngagement,
     UserDayActivity,
 )
-from monitor.workers.analytics import RecordedFrom, pruned_before, record_batch
-from tests.admin.test_admin_analytics import commented, liked, unliked
-from tests.conftest import ROOT, child_database_env, photo_event, signup_event
+from monitor.workers.analytics import record_batch
+from monitor.workers.pruning import pruned_before
+from monitor.workers.records import RecordedFrom
+from tests.support.events import commented, liked, photo_event, signup_event, unliked
+from tests.support.project import ROOT
+from tests.support.stack import child_database_env
 
 pytestmark = pytest.mark.django_db
 

@@ -1,3 +1,11 @@
+"""Delete raw analytics events past the retention, keeping the aggregates.
+
+The horizon is recorded (and committed) before any row is deleted
+(:mod:`monitor.workers.pruning`), so that the analytics worker never counts
+again an event whose raw row is gone. Deletes go in chunks, each its own
+transaction, so that the worker writes between them.
+"""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -8,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from monitor.models import AnalyticsEvent
-from monitor.workers.analytics import pruned_before, record_pruning_horizon
+from monitor.workers.pruning import pruned_before, record_pruning_horizon
 
 
 def horizon_for(days: int, *, now: datetime) -> datetime:

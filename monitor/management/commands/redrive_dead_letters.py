@@ -1,3 +1,10 @@
+"""List dead letters, or re-drive them once their cause is fixed.
+
+Re-driving puts each letter's original bytes back on the events topic
+(:mod:`monitor.workers.deadletters`); a letter is marked re-driven only once
+the broker acknowledged it, and the command fails if any was not.
+"""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,11 @@
+"""``manage.py relay_outbox``: the outbox relay as a process of its own.
+
+Runs :class:`~monitor.events.relay.OutboxRelay` until SIGINT or SIGTERM,
+which let the round in hand finish. Several may run at once: on PostgreSQL
+they share the due rows out, each published once; on SQLite a row may be
+published by more than one (consumers deduplicate by event id).
+"""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,10 @@
+"""Run the analytics worker (group ``analytics``) until SIGINT or SIGTERM.
+
+Each batch is stored once by event id, with its aggregates, before its
+offsets are committed (:mod:`monitor.workers.analytics`). A stop signal only
+asks the worker to stop: the batch in hand is finished and committed first.
+"""
+
 from __future__ import annotations
 
 from typing import Any
@@ -5,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from monitor.runtime.stopping import run_until_stopped
-from monitor.workers.base import AnalyticsWorker
+from monitor.workers.analytics import AnalyticsWorker
 
 
 class Command(BaseCommand):

@@ -1,3 +1,10 @@
+"""Run the notifications worker (group ``notifications``) until SIGINT or SIGTERM.
+
+Each batch's notices are stored once per event and recipient before its
+offsets are committed (:mod:`monitor.workers.notifications`). A stop signal
+only asks the worker to stop: the batch in hand is finished and committed first.
+"""
+
 from __future__ import annotations
 
 from typing import Any

@@ -71,9 +71,7 @@ class Command(BaseCommand):
             ).start()
             settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap_servers
             env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-            self.stdout.write(
-                f"embedded broker (pid {broker.process.pid}) at {broker.bootstrap_servers}"  # type: ignore[union-attr]
-            )
+            self.stdout.write(f"embedded broker (pid {broker.pid}) at {broker.bootstrap_servers}")
         try:
             asyncio.run(kafka.ensure_topics())
             children = self._children(str(options["host"]), int(options["port"]))

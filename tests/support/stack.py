@@ -1,0 +1,183 @@
+"""The product's processes started for tests, and the people who use them over
+HTTP.
+
+``Stack`` is the session's running site (the ``stack`` fixture); ``Processes``
+starts product processes for one test (the ``processes`` fixture). Every
+process gets this run's test database (``child_database_env``) and is stopped
+by its PID. ``Poster`` and ``signed_in_client`` sign up through the real form,
+as a browser would; ``make_token`` gives a new user an API token for programs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import httpx
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from monitor.kafka.embedded import free_port
+from monitor.management.processes import daphne_command, stop_processes
+from monitor.security.tokens import token_create
+from tests.support.images import jpeg_bytes
+from tests.support.project import ROOT
+
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def child_database_env() -> dict[str, str]:
+    """What a child process's environment needs so that Django in it uses this
+    run's test database (not the one ``DATABASE_URL`` names).
+
+    Call it once pytest-django has set the test database up (any fixture that
+    depends on ``django_db_setup`` or a ``django_db`` test); ``DATABASE_URL``
+    keeps its scheme, login, host, port and options, with the test database's
+    name in place of its own.
+    """
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        return {"DATABASE_URL": f"sqlite:///{database['NAME']}"}
+    url = urlsplit(os.environ["DATABASE_URL"])
+    return {"DATABASE_URL": url._replace(path="/" + quote(str(database["NAME"]))).geturl()}
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Return once ``url`` answers at all (any status); raise RuntimeError if
+    ``process`` exits first, TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@dataclass
+class Stack:
+    """Server processes running against the test database and broker."""
+
+    base_url: str
+    ws_url: str
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]]
+
+    @property
+    def origin(self) -> str:
+        return self.base_url
+
+
+class Processes:
+    """Product processes (web, workers) started for one test, stopped by PID at the end.
+
+    Each process's output goes to ``log_dir/<name>.log`` (appended to across
+    restarts). The web process keeps its port across restarts."""
+
+    COMMANDS = {
+        "analytics": ["manage.py", "run_analytics"],
+        "relay": ["manage.py", "relay_outbox", "--interval", "0.5"],
+    }
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.port: int | None = None
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        """Start ``name`` ("web" or a key of COMMANDS); for "web", return once
+        it answers HTTP."""
+        if name == "web":
+            self.port = self.port or free_port()
+            argv = daphne_command("-b", "127.0.0.1", "-p", str(self.port))
+        else:
+            argv = [sys.executable, *self.COMMANDS[name]]
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        self.running[name] = process
+        if name == "web":
+            wait_for_http(f"{self.base_url}/healthz", process, timeout=30)
+        return process
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self, name: str) -> str:
+        """What process ``name`` has written so far ("" if it never ran)."""
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop_all(self) -> None:
+        stop_processes(self.running.values())
+
+
+def csrf_token(page: httpx.Response) -> str:
+    """The CSRF token of the form in ``page``."""
+    match = CSRF_FIELD.search(page.text)
+    assert match, f"no CSRF field in {page.request.url}"
+    return match.group(1)
+
+
+def signed_in_client(stack: Stack, username: str, password: str) -> httpx.Client:
+    """An HTTP client that signed up through the real signup form."""
+    client = httpx.Client(base_url=stack.base_url, timeout=10)
+    token = csrf_token(client.get("/accounts/signup/"))
+    response = client.post(
+        "/accounts/signup/",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+        headers={"Referer": stack.base_url + "/accounts/signup/"},
+    )
+    assert response.status_code == 302, response.text
+    return client
+
+
+class Poster:
+    """A user who signed up through the real form and posts photos over HTTP."""
+
+    def __init__(self, base_url: str, username: str) -> None:
+        self.base_url = base_url
+        self.client = httpx.Client(base_url=base_url, timeout=30)
+        response = self.client.post(
+            "/accounts/signup/",
+            data={
+                "username": username,
+                "password": "a-long-pass-phrase-7",
+                "csrfmiddlewaretoken": csrf_token(self.client.get("/accounts/signup/")),
+            },
+            headers={"Referer": base_url + "/accounts/signup/"},
+        )
+        assert response.status_code == 302, response.text
+        self.token = csrf_token(self.client.get("/posts/new/"))
+        self.photo = jpeg_bytes()
+
+    def post(self, caption: str) -> int:
+        """Post a photo; returns the new post's id."""
+        response = self.client.post(
+            "/posts/new/",
+            data={"caption": caption, "csrfmiddlewaretoken": self.token},
+            files={"photo": ("p.jpg", self.photo, "image/jpeg")},
+            headers={"Referer": self.base_url + "/posts/new/", "Accept": "application/json"},
+        )
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+
+def make_token(username: str) -> str:
+    """A new user ``username`` (in the test database) and the secret of an API
+    token of theirs, for programs that stream events."""
+    user = User.objects.create_user(username=username, password="pw-a-long-one-2")
+    return token_create(user=user, name="tail")[1]
