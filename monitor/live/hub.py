@@ -15,26 +15,25 @@ holds for itself and for replays, and hands its batches to :meth:`FanoutHub.publ
 
 Daphne has no ASGI lifespan, so the reader starts with the first client and
 stops when the last one has been gone for a grace period.
+
+The reader is kept by a :class:`~monitor.live.reader_keeper.ReaderKeeper`:
+a reader that stalls, falls too far behind or loses its broker is never
+left silent; its clients get a ``gap`` notice or a close they resume from.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import time
+from typing import Any
 
 from django.conf import settings
 
 from monitor.events.schema import Event
+from monitor.live.batch import Batch
 from monitor.live.client import LiveClient
-from monitor.live.filters import EventFilter
 from monitor.live.line import LiveLine
-from monitor.live.protocol import events_frame
-from monitor.live.reader import LiveReader
-from monitor.live.wire import Frame
-
-logger = logging.getLogger(__name__)
+from monitor.live.protocol import gap_frame
+from monitor.live.reader_keeper import ReaderKeeper
 
 # How often a client that fell behind is checked for having caught up.
 LAG_CHECK_SECONDS = 0.05
@@ -47,6 +46,8 @@ class FanoutHub:
 
     def __init__(self) -> None:
         self.clients: set[LiveClient] = set()
+        # Clients being replayed to (monitor.live.replay), not yet handed over.
+        self.replaying: set[LiveClient] = set()
         # Where the reader stands, and the latest events before it: replays
         # read it to hand their clients over, and to need no broker at all.
         self.line = LiveLine(settings.STREAM_RECENT_EVENTS)
@@ -58,7 +59,7 @@ class FanoutHub:
         self._flush_scheduled = False
         self._writing = False
         self._last_flush = float("-inf")
-        self._reader: LiveReader | None = None
+        self.keeper = ReaderKeeper(self.line, self.publish, self)
         self._idle_stop: asyncio.TimerHandle | None = None
         # Clients owed a gap notice: told as soon as they catch up, even if no
         # further event comes to carry it.
@@ -75,13 +76,16 @@ class FanoutHub:
         if self._idle_stop is not None:
             self._idle_stop.cancel()
             self._idle_stop = None
-        if self._reader is None or self._reader.failed:
-            self._reader = LiveReader(self.line, self.publish)
-            self._reader.start()
-        await self._reader.wait_ready(timeout)
+        await self.keeper.ensure(timeout)
 
     def add(self, client: LiveClient) -> None:
-        """Add a client to a hub whose reader is ready (see :meth:`ensure_reader`)."""
+        """Add a client to a hub whose reader is ready (see :meth:`ensure_reader`).
+
+        A client handed over by a replay below where a skip started the reader
+        is told first how many records it will not get."""
+        missed = 0 if client.floor is None else self.keeper.owed(client.floor)
+        if missed:
+            client.send_now(gap_frame(missed, self.keeper.skip_reason))
         self.clients.add(client)
 
     def unregister(self, client: LiveClient) -> None:
@@ -91,6 +95,7 @@ class FanoutHub:
     def detach(self, client: LiveClient) -> None:
         """Stop offering events to ``client`` (which stays open, e.g. for a replay)."""
         self.clients.discard(client)
+        self.replaying.discard(client)
         self._lagging.discard(client)
         self._stop_when_idle()
 
@@ -106,7 +111,7 @@ class FanoutHub:
         self._stop_when_idle()
 
     def _stop_when_idle(self) -> None:
-        if self._busy or self._reader is None or self._idle_stop is not None:
+        if self._busy or self.keeper.reader is None or self._idle_stop is not None:
             return
         loop = asyncio.get_running_loop()
         self._idle_stop = loop.call_later(settings.FANOUT_IDLE_STOP_SECONDS, self._stop_reader)
@@ -117,9 +122,17 @@ class FanoutHub:
 
     def _stop_reader(self) -> None:
         self._idle_stop = None
-        if not self._busy and self._reader is not None:
-            self._reader.stop()
-            self._reader = None
+        if not self._busy:
+            self.keeper.stop()
+
+    def reader_health(self) -> dict[str, Any]:
+        """This process's live reader, as /healthz and the dashboard show it."""
+        return self.keeper.health()
+
+    async def drained(self) -> None:
+        """Return once every event published so far has been offered to the clients."""
+        while self._pending or self._writing or self._flush_scheduled:
+            await asyncio.sleep(LAG_CHECK_SECONDS)
 
     def publish(
         self,
@@ -208,74 +221,6 @@ class FanoutHub:
             client for client in self._lagging if client in self.clients and not client.flush_gap()
         }
         self._schedule_lag_check()
-
-
-class Batch:
-    """One tick's events, encoded once per filter in use (once in all, without filters)."""
-
-    def __init__(
-        self,
-        items: list[str],
-        events: list[Event | None],
-        positions: list[tuple[int, int] | None] | None = None,
-    ) -> None:
-        self.items = items
-        self.events = events
-        self.positions: list[tuple[int, int] | None] = (
-            positions if positions is not None else [None] * len(items)
-        )
-        # The live line's ends when this batch was cut: every later batch's
-        # events are at or past them.
-        self.end: dict[int, int] = {}
-        self.sent_ms = int(time.time() * 1000)
-        self._frames: dict[object, tuple[Frame, int]] = {}
-
-    def frame_for(
-        self, event_filter: EventFilter | None, floor: dict[int, int] | None = None
-    ) -> tuple[Frame, int]:
-        """The frame of the events ``event_filter`` lets through, and how many they are.
-
-        With a ``floor`` (per partition, the first offset a client is still
-        owed after a replay), events below it are left out.
-        """
-        key = event_filter if floor is None else (event_filter, tuple(sorted(floor.items())))
-        cached = self._frames.get(key)
-        if cached is None:
-            if event_filter is None and floor is None:
-                chosen = self.items
-            else:
-                chosen = [
-                    item
-                    for item, event, position in zip(
-                        self.items, self._envelopes(), self._positions(), strict=True
-                    )
-                    if (floor is None or position[1] >= floor.get(position[0], 0))
-                    and (event_filter is None or event_filter.matches(event))
-                ]
-            frame = Frame(events_frame(chosen, sent_ms=self.sent_ms))
-            cached = self._frames[key] = (frame, len(chosen))
-        return cached
-
-    def passed(self, floor: dict[int, int]) -> bool:
-        """Whether every later batch is past ``floor``, so that it no longer matters."""
-        return all(self.end.get(partition, 0) >= offset for partition, offset in floor.items())
-
-    def _envelopes(self) -> list[Event]:
-        envelopes: list[Event] = []
-        for index, event in enumerate(self.events):
-            if event is None:  # published without its envelope: take it from the item
-                event = self.events[index] = json.loads(self.items[index])["event"]
-            envelopes.append(event)
-        return envelopes
-
-    def _positions(self) -> list[tuple[int, int]]:
-        positions: list[tuple[int, int]] = []
-        for index, position in enumerate(self.positions):
-            if position is None:
-                item = json.loads(self.items[index])
-                position = self.positions[index] = (item["partition"], item["offset"])
-            positions.append(position)
-        return positions
 
 
 hub = FanoutHub()

@@ -17,7 +17,8 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 
-# A client that stayed behind for FANOUT_SLOW_CLOSE_SECONDS (see monitor.live.delivery).
+# A client that stayed behind for FANOUT_SLOW_CLOSE_SECONDS, or answered no
+# ping for EVENTSITE_WS_PING_TIMEOUT_SECONDS (see monitor.live.delivery).
 CLOSE_TOO_SLOW = 4008
 # The filter or replay asked for when connecting is not valid.
 CLOSE_BAD_REQUEST = 4400
@@ -27,7 +28,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 # A client that keeps sending more messages than its rate allows.
 CLOSE_RATE_LIMITED = 4429
-# A dependency (the broker, the database) cannot be reached now.
+# A dependency (the broker, the database) cannot be reached now; also sent to
+# every live client when the broker stops answering the live reader.
 CLOSE_UNAVAILABLE = 4503
 
 # Close codes after which connecting again, unchanged, cannot succeed.
@@ -69,7 +71,12 @@ def welcome_frame(*, user: str, topic: str, positions: Mapping[int, int]) -> str
 
 
 def gap_frame(missed: int | None, reason: str = "slow") -> str:
-    """The notice of ``missed`` events that will never come (None: how many is unknown)."""
+    """The notice of ``missed`` events that will never come (None: how many is unknown).
+
+    Reasons: ``slow`` (the client fell behind), ``expired``, ``limit`` and
+    ``reset`` (before a replay: see monitor.live.replay), ``stalled`` and
+    ``behind`` (the process's live reader skipped ahead: see
+    monitor.live.reader_keeper)."""
     return json.dumps({"type": "gap", "missed": missed, "reason": reason})
 
 

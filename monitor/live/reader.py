@@ -1,21 +1,29 @@
 """The live reader: each web process reads the events topic itself.
 
 No consumer group: the reader is assigned every partition and starts at the
-end. For each record it reads, in offset order per partition, it moves the
-process's :class:`~monitor.live.line.LiveLine` first and then hands the
-batch's valid events, encoded once, to a callback (the hub's ``publish``):
-whoever reads the line afterwards knows every later event is at or past it.
-Invalid records are left out (the consumer groups dead-letter them).
+end (or, after a skip, at the offsets it is given). For each record it
+reads, in offset order per partition, it moves the process's
+:class:`~monitor.live.line.LiveLine` first and then hands the batch's valid
+events, encoded once, to a callback (the hub's ``publish``): whoever reads
+the line afterwards knows every later event is at or past it. Invalid
+records are left out (the consumer groups dead-letter them).
 
 Every ``PARTITION_CHECK_SECONDS`` it asks the broker which cluster it is (a
 broker that came back empty is read again from the beginning) and which
-partitions the topic has (new ones are read from their beginning).
+partitions the topic has (new ones are read from their beginning). Every
+``LAG_CHECK_SECONDS``, on a task of its own (so that a read that hangs is
+seen too), it asks the broker for the topic's end offsets and tells its
+:class:`~monitor.live.reader_watch.ReaderWatch`; when the watch finds it in
+trouble (silent broker, stalled, too far behind), ``on_trouble`` is called
+with the health and the ends (None if the broker did not answer), at every
+check until the hub acts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,33 +34,62 @@ from monitor.kafka import clients as kafka
 from monitor.kafka.clients import ClusterWatch
 from monitor.live.line import LiveLine
 from monitor.live.protocol import encode_item
+from monitor.live.reader_watch import ReaderHealth, ReaderWatch, Trouble
 
 logger = logging.getLogger(__name__)
 
 # How often the live reader looks for partitions added to the topic.
 PARTITION_CHECK_SECONDS = 3
+# How often it compares its line with the broker's end offsets.
+LAG_CHECK_SECONDS = 2.0
+# How long stopping the reader's consumer may take (a sick broker must not hold it up).
+STOP_SECONDS = 2.0
 
 # Called with a batch's encoded items, their envelopes and their (partition, offset).
 Publish = Callable[[list[str], list[Event], list[tuple[int, int]]], None]
+# Called with the reader, its health and the broker's ends (None: no answer).
+OnTrouble = Callable[["LiveReader", ReaderHealth, dict[int, int] | None], None]
 
 
 class LiveReader:
     """Reads the events topic from its end, moves ``line`` and publishes what it read."""
 
-    def __init__(self, line: LiveLine, publish: Publish) -> None:
+    def __init__(
+        self,
+        line: LiveLine,
+        publish: Publish,
+        *,
+        on_trouble: OnTrouble | None = None,
+        start_at: dict[int, int] | None = None,
+    ) -> None:
         self.line = line
         self.publish = publish
+        self.on_trouble = on_trouble
+        self.start_at = start_at
         self.ready = asyncio.Event()
         self.failed = False
         self.topic = settings.KAFKA_EVENTS_TOPIC
+        self.watch = ReaderWatch(line, max_behind_seconds=settings.LIVE_READER_MAX_BEHIND_SECONDS)
+        self._started_at = time.monotonic()
+        self._assigned: list[TopicPartition] = []
         self._task: asyncio.Task[None] | None = None
+        self._check_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self._started_at = time.monotonic()
         self._task = asyncio.create_task(self._run())
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._check_task):
+            if task is not None:
+                task.cancel()
+
+    async def stopped(self) -> None:
+        """Stop, and return once the reader has stopped: it publishes nothing more."""
+        self.stop()
+        tasks = [task for task in (self._task, self._check_task) if task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def wait_ready(self, timeout: float) -> None:
         """Return once positioned; raise ConnectionError if the reader failed or timed out."""
@@ -65,6 +102,24 @@ class LiveReader:
         if not self.ready.is_set():
             raise ConnectionError("the live event reader could not reach the broker")
 
+    def health(self) -> ReaderHealth:
+        """How far behind the reader is, and whether it is in trouble (see ReaderWatch);
+        a reader that stopped on an error, or is not positioned within the bound,
+        cannot reach the broker."""
+        if self.ready.is_set() and not self.failed:
+            return self.watch.health()
+        waited = time.monotonic() - self._started_at
+        if waited <= settings.LIVE_READER_MAX_BEHIND_SECONDS and not self.failed:
+            return ReaderHealth(behind=None, seconds_behind=0.0, seconds_since_advance=0.0)
+        why = "it stopped on an error" if self.failed else f"not positioned after {waited:.0f} s"
+        return ReaderHealth(
+            behind=None,
+            seconds_behind=waited,
+            seconds_since_advance=waited,
+            trouble=Trouble.SILENT,
+            reason=f"the live reader cannot reach the broker: {why}",
+        )
+
     async def _run(self) -> None:
         consumer: AIOKafkaConsumer | None = None
         try:
@@ -76,32 +131,44 @@ class LiveReader:
                 metadata_max_age_ms=PARTITION_CHECK_SECONDS * 1000,
             )
             await consumer.start()
-            assigned = await self._position(consumer)
+            self._assigned = await self._position(consumer)
             cluster = ClusterWatch()
             await cluster.join(consumer)
+            self.watch.reset()
             self.ready.set()
+            self._check_task = asyncio.create_task(self._check_lag(consumer))
             loop = asyncio.get_running_loop()
             next_check = loop.time() + PARTITION_CHECK_SECONDS
             while True:
                 if loop.time() >= next_check:
                     next_check = loop.time() + PARTITION_CHECK_SECONDS
-                    assigned = await self._check_topic(consumer, cluster, assigned)
+                    self._assigned = await self._check_topic(consumer, cluster, self._assigned)
                 await self._read_batch(consumer)
         except asyncio.CancelledError:
             raise
         except Exception:
             self.failed = True  # the next client to register starts a new reader
             logger.exception("live reader stopped")
+            if self.on_trouble is not None:
+                self.on_trouble(self, self.health(), None)
         finally:
-            await kafka.stop_quietly(consumer)
+            if self._check_task is not None:
+                self._check_task.cancel()
+            await kafka.stop_quietly(consumer, timeout=STOP_SECONDS)
 
     async def _position(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        """Assign every partition at its end and begin the line there afresh
-        (resolved now, so that nothing after "ready" is skipped)."""
+        """Assign every partition at its end (or at ``start_at``) and begin the line
+        there afresh (resolved now, so that nothing after "ready" is skipped)."""
         partitions = await kafka.wait_for_topic(consumer, self.topic, timeout=10)
         assigned = [TopicPartition(self.topic, partition) for partition in sorted(partitions)]
         consumer.assign(assigned)
-        await consumer.seek_to_end(*assigned)
+        start_at = self.start_at or {}
+        at_end = [tp for tp in assigned if tp.partition not in start_at]
+        if at_end:  # (none given would mean every partition)
+            await consumer.seek_to_end(*at_end)
+        for tp in assigned:
+            if tp.partition in start_at:
+                consumer.seek(tp, start_at[tp.partition])
         # What an earlier reader of this process left is not contiguous with this one.
         self.line.restart()
         await self._begin(consumer, assigned)
@@ -118,10 +185,31 @@ class LiveReader:
             logger.warning("live reader: new cluster %s, reading from start", cluster.cluster_id)
             await consumer.seek_to_beginning(*assigned)
             self.line.restart()
+            self.watch.reset()
             await self._begin(consumer, assigned)
         assigned = await self._follow_new_partitions(consumer, assigned)
         await self._begin(consumer, assigned)
         return assigned
+
+    async def _check_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Every LAG_CHECK_SECONDS, tell the watch the broker's ends, and the hub
+        any trouble; a check waits at most the bound for an answer."""
+        bound = settings.LIVE_READER_MAX_BEHIND_SECONDS
+        while True:
+            await asyncio.sleep(LAG_CHECK_SECONDS)
+            ends: dict[int, int] | None
+            try:
+                offsets = await asyncio.wait_for(consumer.end_offsets(self._assigned), bound)
+                ends = {tp.partition: end for tp, end in offsets.items()}
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broker that does not answer is the news
+                logger.debug("live reader: no end offsets: %r", exc)
+                ends = None
+            self.watch.observed(ends)
+            health = self.watch.health()
+            if health.trouble is not None and self.on_trouble is not None:
+                self.on_trouble(self, health, ends)
 
     async def _read_batch(self, consumer: AIOKafkaConsumer) -> None:
         batch = await consumer.getmany(timeout_ms=1000)
@@ -141,6 +229,8 @@ class LiveReader:
                 items.append(item)
                 events.append(parsed.event)
                 positions.append((partition, offset))
+        if batch:
+            self.watch.advanced()
         self.publish(items, events, positions)
 
     async def _begin(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:

@@ -1,14 +1,70 @@
-"""Stopping the child processes the project starts (web, workers, benchmarks)."""
+"""Starting and stopping the child processes the project runs (broker, web, workers).
+
+A child started with :func:`killed_with_parent` as its ``preexec_fn`` is
+killed by the kernel (Linux) when the process that started it ends, even by
+SIGKILL, so that a killed supervisor leaves no process behind holding its
+ports. :func:`stop_processes` stops children by their PIDs only.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.conf import settings
+
+PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., Any] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up once here: the function runs in the child between fork and exec,
+# where as little as possible should happen.
+PRCTL = _prctl()
+
+
+def killed_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen` after which the kernel
+    sends the child SIGKILL when this process ends (Linux; None elsewhere).
+
+    Call it in the thread that will outlive the child (the main thread): the
+    kernel ties the signal to the thread that started the child. The signal
+    survives ``exec``, so it holds for the program the child runs.
+    """
+    prctl = PRCTL
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL))
+        if os.getppid() != parent:  # the parent ended before the signal was armed
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
+def exit_description(code: int) -> str:
+    """``"exited with code 3"`` or ``"killed by SIGKILL"`` for a Popen return code."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def daphne_command(*listen: str, application: str = "eventsite.asgi:application") -> list[str]:

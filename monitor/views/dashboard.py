@@ -2,8 +2,10 @@
 
 The dashboard's JSON is what monitor.dashboard reads of the event's path
 (topics, consumer groups and their lag, dead letters, rates); ``/healthz``
-says whether an event can travel it now: the database, the outbox backlog
-and the broker.
+says whether an event can travel it now: the database, the outbox backlog,
+the broker, and the live reader of the web process that answers (how far
+behind the topic it is; not ok when stalled or too far behind, see
+:mod:`monitor.live.reader_watch`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from monitor.dashboard import overview, rates
 from monitor.events import outbox
 from monitor.events.schema import EVENT_TYPES
 from monitor.kafka import clients as kafka
+from monitor.live import hub as fanout
 
 View = Callable[[HttpRequest], HttpResponse]
 BROKER_PROBE_SECONDS = 3.0
@@ -131,19 +134,24 @@ def _milliseconds_since(started: float) -> float:
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
-    """JSON state of the database, the outbox and the broker; 503 unless all are up.
+    """JSON state of the database, the outbox, the broker and this process's live
+    reader; 503 unless all are up.
 
     The outbox is not ok once its oldest unsent event is older than
     ``OUTBOX_MAX_AGE_SECONDS``: events are waiting on a broker or relay that is
-    not keeping up, though posting still works.
+    not keeping up, though posting still works. The live reader is ok while it
+    runs within ``LIVE_READER_MAX_BEHIND_SECONDS`` of the topic's end (or does
+    not run: nobody watches through this process).
     """
     report = await sync_to_async(_database_report)()
     report["broker"] = await _broker_report()
+    report["live_reader"] = fanout.hub.reader_health()
     if "outbox" in report:
         report["outbox"] = _outbox_verdict(report["outbox"])
     healthy = (
         report["database"]["ok"]
         and report["broker"]["ok"]
+        and report["live_reader"]["ok"]
         and bool(report.get("outbox", {}).get("ok"))
     )
     report["status"] = "ok" if healthy else "unavailable"

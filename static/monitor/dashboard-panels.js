@@ -1,7 +1,10 @@
 // The polled panels of /dashboard/: rates (uPlot) and counters from
-// rates.json, Kafka topics, consumer groups, dead letters, broker and
-// watchers from state.json. A failed or odd answer shows "unavailable" and
-// polling goes on; nothing here throws past its poll.
+// rates.json, Kafka topics, consumer groups, dead letters, broker, live
+// reader and watchers from state.json. A failed or odd answer shows
+// "unavailable" and polling goes on; nothing here throws past its poll.
+// Each part down is named for what it is: a site that cannot be reached (no
+// answer, or a proxy's 502/503/504) is not a broker that is down, and a lag
+// the broker's figures cannot give is "unknown", never 0.
 "use strict";
 window.Dashboard = window.Dashboard || {};
 
@@ -31,7 +34,11 @@ window.Dashboard = window.Dashboard || {};
       busy = true;
       fetch(url(), { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" })
         .then(function (response) {
-          if (!response.ok) throw new Error("HTTP " + response.status);
+          if (!response.ok) {
+            var failed = new Error("HTTP " + response.status);
+            failed.status = response.status;
+            throw failed;
+          }
           return response.json();
         })
         .then(onData)
@@ -43,6 +50,23 @@ window.Dashboard = window.Dashboard || {};
     }
     run();
     return { refresh: run };
+  }
+
+  // No answer at all, or a proxy saying the site behind it is down.
+  function unreachable(error) {
+    return !error.status || error.status === 502 || error.status === 503 || error.status === 504;
+  }
+  function describe(error) {
+    if (!error.status) return "the site cannot be reached";
+    if (unreachable(error)) return "the site cannot be reached (HTTP " + error.status + ")";
+    if (error.status === 401 || error.status === 403) return "signed out (HTTP " + error.status + "): sign in again";
+    return "the site answered HTTP " + error.status;
+  }
+  // The banner over the page while the site itself cannot be reached.
+  function siteDown(error) {
+    var banner = document.getElementById("site-down");
+    banner.hidden = !error;
+    if (error) banner.textContent = "The site cannot be reached (" + (error.status ? "HTTP " + error.status : error.message) + "): nothing on this page is current. Retrying…";
   }
 
   function Rates(url, initialMinutes) {
@@ -135,7 +159,7 @@ window.Dashboard = window.Dashboard || {};
       5000,
       function (data) { draw(data); counters(data.counters); },
       function (error) {
-        note(noteEl, "error", "Rates unavailable (" + error.message + "); retrying");
+        note(noteEl, "error", "Rates unavailable: " + describe(error) + "; retrying");
       }
     );
     new ResizeObserver(function () { if (plot) plot.setSize(size()); }).observe(chartEl);
@@ -174,14 +198,24 @@ window.Dashboard = window.Dashboard || {};
           var name = el("td", index ? "repeat" : "");
           if (!index) {
             name.append(el("span", "group-name", group.group), el("small", "group-topic", group.topic || ""));
-            name.title = "total lag " + fmt(group.lag);
+            name.title = group.lag == null && group.lag_unknown ? "total lag unknown: " + group.lag_unknown : "total lag " + fmt(group.lag);
           }
-          var tr = row([name, num(p.partition), num(p.committed), num(p.end, "opt"), num(p.lag, p.lag > 0 ? "lagging" : "")]);
+          var tr = row([name, num(p.partition), num(p.committed), num(p.end, "opt"), lagCell(p)]);
           tr.dataset.group = group.group;
           rows.push(tr);
         });
       });
       groupsBody.replaceChildren.apply(groupsBody, rows);
+    }
+
+    // A lag the broker's figures cannot give says so, and why, rather than 0.
+    function lagCell(p) {
+      if (p.lag == null && p.lag_unknown) {
+        var cell = el("td", "num lag-unknown lagging", "unknown");
+        cell.title = p.lag_unknown;
+        return cell;
+      }
+      return num(p.lag, p.lag > 0 ? "lagging" : "");
     }
 
     function deadLetters(info) {
@@ -201,12 +235,41 @@ window.Dashboard = window.Dashboard || {};
       broker.dataset.ok = state.ok === true ? "true" : state.ok === false ? "false" : "";
       broker.textContent = state.ok === true ? "Reachable" : state.ok === false ? "Down" : "–";
       broker.title = state.error || "";
+      liveReader(data.live_reader);
+    }
+
+    var TROUBLES = { stalled: "Stalled", behind: "Behind", broker_silent: "No broker" };
+    // The live reader of the web process that answered state.json.
+    function liveReader(reader) {
+      var node = document.getElementById("live-reader");
+      reader = reader && typeof reader === "object" ? reader : null;
+      var skip = reader && reader.skip ? reader.skip : null;
+      var skipped = skip ? "skipped " + fmt(skip.skipped) + " events at " + clock(new Date(skip.at * 1000)) + " (" + skip.reason + ")" : "";
+      if (!reader) {
+        node.dataset.state = "";
+        node.textContent = "–";
+        node.title = "";
+      } else if (reader.ok === false) {
+        node.dataset.state = "error";
+        var behind = typeof reader.behind === "number" ? " · " + fmt(reader.behind) + " behind" : "";
+        node.textContent = (TROUBLES[reader.trouble] || "Not keeping up") + behind;
+        node.title = (reader.reason || "") + (skipped ? "; earlier " + skipped : "");
+      } else if (!reader.running) {
+        node.dataset.state = "";
+        node.textContent = "Idle";
+        node.title = "no live reader runs in the web process that answered (nobody watches through it)" + (skipped ? "; earlier " + skipped : "");
+      } else {
+        node.dataset.state = "live";
+        node.textContent = skip ? "Keeping up · " + skipped : "Keeping up";
+        node.title = fmt(reader.behind) + " behind the broker's end";
+      }
     }
 
     poll(
       function () { return url; },
       2000,
       function (data) {
+        siteDown(null);
         health(data);
         topics(data.topics);
         groups(data.groups);
@@ -215,11 +278,15 @@ window.Dashboard = window.Dashboard || {};
         note(noteEl, broker ? "error" : "ok", "Updated " + clock(new Date()) + broker);
       },
       function (error) {
-        note(noteEl, "error", "Kafka state unavailable (" + error.message + "); retrying");
+        // The site did not answer: what the broker and the reader do is unknown, not down.
+        siteDown(unreachable(error) ? error : null);
+        note(noteEl, "error", "Kafka state unavailable: " + describe(error) + "; retrying");
         document.getElementById("watching").textContent = "–";
         var broker = document.getElementById("broker");
         broker.dataset.ok = "";
-        broker.textContent = "unavailable";
+        broker.textContent = "Unknown";
+        broker.title = "not known while " + describe(error);
+        liveReader(null);
       }
     );
   }

@@ -20,6 +20,8 @@ window.Dashboard = window.Dashboard || {};
     expired: "the broker no longer keeps them",
     reset: "the broker was reset",
     limit: "too many to replay",
+    stalled: "the server's live reader stalled and started again at the newest events",
+    behind: "the server's live reader fell too far behind and started again at the newest events",
   };
   var LATENCY_WINDOW_MS = 60000;
   var MAX_SAMPLES = 20000;

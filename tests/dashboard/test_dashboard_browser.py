@@ -1,19 +1,25 @@
 """/dashboard/ in a real browser (headless Chromium from the system packages):
 history then live rows, filters in the URL, pause and resume, a server
-restart with resume, phone width and the keyboard."""
+restart with resume, phone width and the keyboard, and which part is down."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiokafka import TopicPartition
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import Sum
 
 from monitor.feed.services import post_create
+from monitor.kafka import clients as kafka
 from monitor.management.processes import stop_processes
 from monitor.models import EventMinuteCount, OutboxEvent
 from tests.support.browser import ARTIFACTS, needs_chromium, sign_up
@@ -296,6 +302,67 @@ def test_phone_width_and_keyboard(browser, stack: Stack) -> None:
         page.get_attribute(f'{EVENT_ROWS}[data-event-id="{focused}"]', "aria-expanded") == "false"
     )
     assert page.locator("#tail tr.detail").count() == 0
+    viewer.close()
+
+
+async def _commit(group: str, partition: int, offset: int) -> None:
+    consumer = kafka.make_consumer(group_id=group)
+    await consumer.start()
+    try:
+        tp = TopicPartition(django_settings.KAFKA_EVENTS_TOPIC, partition)
+        consumer.assign([tp])
+        await consumer.commit({tp: offset})
+    finally:
+        await consumer.stop()
+
+
+def test_it_names_the_part_that_is_down_and_never_makes_up_a_lag(
+    browser, own_broker, processes: Processes
+) -> None:
+    processes.env["LIVE_READER_MAX_BEHIND_SECONDS"] = "2"
+    processes.start("web")
+    viewer, page = open_dashboard(browser, processes.base_url, "down-viewer")
+    page.wait_for_selector('#broker[data-ok="true"]', timeout=15_000)
+    page.wait_for_selector('#live-reader[data-state="live"]', timeout=15_000)
+    assert page.inner_text("#live-reader").startswith("Keeping up")
+    assert page.is_hidden("#site-down")
+
+    # A group committed past the end the broker reports: its lag is unknown, and why.
+    # (On a thread of its own: Playwright's loop runs on this one.)
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, _commit("analytics", 0, 1000)).result(30)
+    unknown = page.wait_for_selector(
+        '#groups tr[data-group="analytics"] td.lag-unknown', timeout=15_000
+    )
+    assert unknown.inner_text() == "unknown"
+    assert re.fullmatch(
+        r"the broker reports end \d+ below committed 1000", unknown.get_attribute("title")
+    )
+
+    # The broker frozen: the page says the broker, and the live reader without it.
+    own_broker.pause()
+    try:
+        page.wait_for_selector('#broker[data-ok="false"]', timeout=20_000)
+        assert page.inner_text("#broker") == "Down"
+        page.wait_for_selector('#live-reader[data-state="error"]', timeout=20_000)
+        assert page.inner_text("#live-reader").startswith("No broker")
+        page.wait_for_function(
+            "document.getElementById('stream-status').textContent.startsWith('Broker unavailable')",
+            timeout=20_000,
+        )
+        assert page.is_hidden("#site-down")
+    finally:
+        own_broker.resume()
+    page.wait_for_selector('#broker[data-ok="true"]', timeout=30_000)
+
+    # The web process gone: the page says the site, and blames nothing behind it.
+    stop_processes([processes.running["web"]])
+    banner = page.wait_for_selector("#site-down:not([hidden])", timeout=15_000)
+    assert banner.inner_text().startswith("The site cannot be reached")
+    assert page.inner_text("#broker") == "Unknown"
+    assert page.inner_text("#live-reader") == "–"
+    assert "Broker" not in page.inner_text("#stream-status")
+    assert "cannot be reached" in page.inner_text("#state-note")
     viewer.close()
 
 

@@ -137,6 +137,68 @@ def test_it_reports_offsets_and_the_lag_of_each_group(topics, staff_client, monk
     assert abs((timezone.now() - generated).total_seconds()) < 10
 
 
+def test_a_lag_the_broker_cannot_give_is_unknown_and_says_why_never_0() -> None:
+    tps = [TopicPartition("t", 0), TopicPartition("t", 1)]
+    report = overview._group_report(
+        "analytics",
+        "t",
+        tps,
+        starts={tps[0]: 0, tps[1]: 0},
+        ends={tps[0]: 1, tps[1]: 4},
+        committed={tps[0]: 8, tps[1]: 3},
+    )
+
+    assert report == {
+        "group": "analytics",
+        "topic": "t",
+        "lag": None,
+        "lag_unknown": "partition 0: the broker reports end 1 below committed 8",
+        "partitions": [
+            {
+                "partition": 0,
+                "committed": 8,
+                "end": 1,
+                "lag": None,
+                "lag_unknown": "the broker reports end 1 below committed 8",
+            },
+            {"partition": 1, "committed": 3, "end": 4, "lag": 1},
+        ],
+    }
+
+
+def test_state_says_the_lag_is_unknown_when_the_real_broker_reports_an_end_below_the_commit(
+    topics, staff_client, monkeypatch
+) -> None:
+    topic, _ = topics
+    group = f"dashboard-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(overview, "CONSUMER_GROUPS", (group,))
+    asyncio.run(produce({topic: {0: 1, 1: 2}}))
+    # As the embedded broker was seen to do: a group committed past the end reported.
+    asyncio.run(commit(group, {TopicPartition(topic, 0): 8, TopicPartition(topic, 1): 2}))
+    overview.kafka_state.forget()
+
+    (reported,) = staff_client.get(STATE_URL).json()["groups"]
+
+    assert reported["lag"] is None
+    assert reported["lag_unknown"] == "partition 0: the broker reports end 1 below committed 8"
+    assert reported["partitions"][0] == {
+        "partition": 0,
+        "committed": 8,
+        "end": 1,
+        "lag": None,
+        "lag_unknown": "the broker reports end 1 below committed 8",
+    }
+    assert reported["partitions"][1]["lag"] == 0
+
+
+def test_state_carries_the_live_reader_of_the_process_that_answers(staff_client) -> None:
+    reader = staff_client.get(STATE_URL).json()["live_reader"]
+
+    # Nobody watches through this process: no reader runs, and that is fine.
+    assert reader["ok"] is True and reader["running"] is False
+    assert reader["behind"] is None and reader["reason"] is None
+
+
 def test_requests_share_one_read_of_the_broker(topics, staff_client, monkeypatch) -> None:
     topic, _ = topics
     asyncio.run(produce({topic: {0: 1}}))

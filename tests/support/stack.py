@@ -4,19 +4,24 @@ HTTP.
 ``Stack`` is the session's running site (the ``stack`` fixture); ``Processes``
 starts product processes for one test (the ``processes`` fixture). Every
 process gets this run's test database (``child_database_env``) and is stopped
-by its PID. ``Poster`` and ``signed_in_client`` sign up through the real form,
+by its PID. ``RunStack`` is ``manage.py runstack`` (what ``make run`` runs) in
+a directory of its own, and ``tool_env`` the environment of a command typed
+in another terminal beside it. ``Poster`` and ``signed_in_client`` sign up through the real form,
 as a browser would; ``make_token`` gives a new user an API token for programs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -181,3 +186,107 @@ def make_token(username: str) -> str:
     token of theirs, for programs that stream events."""
     user = User.objects.create_user(username=username, password="pw-a-long-one-2")
     return token_create(user=user, name="tail")[1]
+
+
+# What `make run` and a command in another terminal would not have set.
+STACK_VARIABLES = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "DATABASE_URL",
+    "EVENTSITE_URL",
+    "PORT",
+    "HOST",
+    "EMBEDDED_KAFKA_PORT",
+    "EVENTSITE_VAR_DIR",
+)
+
+
+def tool_env(var_dir: Path) -> dict[str, str]:
+    """The environment of a command run in another terminal of the checkout
+    whose ``var/`` is ``var_dir``: nothing says where the broker or the site is."""
+    env = {key: value for key, value in os.environ.items() if key not in STACK_VARIABLES}
+    return {**env, "EVENTSITE_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"}
+
+
+class RunStack:
+    """``manage.py runstack`` with its own ``var_dir`` (SQLite, media, broker
+    log, ``stack.json``) on free ports, its output in ``var_dir/runstack.log``.
+    Stopped by its PID."""
+
+    PARTS = ("broker", "web", "analytics", "notifications", "relay")
+
+    def __init__(self, var_dir: Path, *, port: int = 0, broker_port: int = 0, web: int = 1):
+        self.var_dir = var_dir
+        self.port = port or free_port()
+        self.broker_port = broker_port or free_port()
+        self.env = {
+            **tool_env(var_dir),
+            "PORT": str(self.port),
+            "EMBEDDED_KAFKA_PORT": str(self.broker_port),
+            "EVENTSITE_WEB_PROCESSES": str(web),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90) -> RunStack:
+        """Start it; return once every part runs and /healthz answers 200."""
+        with open(self.var_dir / "runstack.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "runstack"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"runstack did not come up:\n{self.log()[-3000:]}")
+            time.sleep(0.3)
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            parts = self.record()["parts"]
+            if sorted(parts) != sorted(self.PARTS):
+                return False
+            return httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+        except (OSError, ValueError, KeyError, httpx.HTTPError):
+            return False
+
+    def record(self) -> dict[str, Any]:
+        """``stack.json`` as it is now (raises OSError if there is none)."""
+        record: dict[str, Any] = json.loads((self.var_dir / "stack.json").read_text())
+        return record
+
+    def pid_of(self, part: str) -> int | None:
+        """The running pid of ``part`` in the record; None while it restarts."""
+        try:
+            pid = self.record()["parts"][part]["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return int(pid) if pid is not None else None
+
+    def wait_for_restart(self, part: str, old_pid: int, timeout: float = 30) -> float:
+        """Seconds until the record shows ``part`` running under another pid."""
+        began = time.monotonic()
+        while self.pid_of(part) in (None, old_pid):
+            assert time.monotonic() - began < timeout, f"{part} not restarted:\n{self.log()}"
+            time.sleep(0.05)
+        return time.monotonic() - began
+
+    def log(self) -> str:
+        path = self.var_dir / "runstack.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM, as Ctrl-C would; SIGKILL after 30 s."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -2,7 +2,9 @@
 
 Re-driving puts each letter's original bytes back on the events topic
 (:mod:`monitor.workers.deadletters`); a letter is marked re-driven only once
-the broker acknowledged it, and the command fails if any was not.
+the broker acknowledged it, and the command fails if any was not. Without
+``KAFKA_BOOTSTRAP_SERVERS`` re-driving uses the broker of the stack running
+from ``VAR_DIR`` (``make run``); listing needs no broker.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from monitor.management.running_stack import use_running_broker
 from monitor.models import DeadLetter
 from monitor.workers.deadletters import redrive_now
 
@@ -38,6 +41,7 @@ class Command(BaseCommand):
             selected = pending
         else:
             raise CommandError("name dead letter ids, --reason TEXT, --all, or --list")
+        use_running_broker()
         letters = list(selected)
         done = redrive_now(letters)
         self.stdout.write(f"re-drove {done} of {len(letters)} dead letters")

@@ -3,6 +3,9 @@
 Each batch's notices are stored once per event and recipient before its
 offsets are committed (:mod:`monitor.workers.notifications`). A stop signal
 only asks the worker to stop: the batch in hand is finished and committed first.
+
+Without ``KAFKA_BOOTSTRAP_SERVERS`` it uses the broker of the stack running
+from ``VAR_DIR`` (``make run``), and stops with a one-line error if none is.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from monitor.management.running_stack import use_running_broker
 from monitor.runtime.stopping import run_until_stopped
 from monitor.workers.notifications import NotificationsWorker
 
@@ -19,4 +23,5 @@ class Command(BaseCommand):
     help = "Consume user-events in the 'notifications' group and store each user's notices."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        use_running_broker()
         run_until_stopped(NotificationsWorker())

@@ -9,9 +9,14 @@ and fan-out hub, so a WebSocket client receives every event whichever
 process it landed on.
 
 SIGINT or SIGTERM stops every daphne by its PID. If one exits on its own,
-the others are stopped too and the command exits with its code, so that
-whatever supervises the web tier (``runstack``, a container runtime)
-restarts it whole.
+the others are stopped too and the command exits with its code (1 if it was
+killed by a signal), so that whatever supervises the web tier (``runstack``,
+a container runtime) restarts it whole. On Linux the daphne processes are
+killed by the kernel if this process is killed outright, so none is left
+holding the port.
+
+Without ``KAFKA_BOOTSTRAP_SERVERS`` it uses the broker of the stack running
+from ``VAR_DIR`` (:mod:`monitor.management.running_stack`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from monitor.management.processes import daphne_command, stop_processes
+from monitor.management.processes import (
+    daphne_command,
+    exit_description,
+    killed_with_parent,
+    stop_processes,
+)
+from monitor.management.running_stack import use_running_broker
 
 STOP_TIMEOUT = 10.0
 
@@ -52,6 +63,7 @@ class Command(BaseCommand):
         count = int(options["processes"])
         if count < 1:
             raise CommandError("--processes must be at least 1")
+        use_running_broker()
         try:
             sock = listening_socket(str(options["host"]), int(options["port"]))
         except OSError as exc:
@@ -67,7 +79,9 @@ class Command(BaseCommand):
         code = 0
         try:
             for _ in range(count):
-                children.append(subprocess.Popen(argv, pass_fds=[fd]))
+                children.append(
+                    subprocess.Popen(argv, pass_fds=[fd], preexec_fn=killed_with_parent())
+                )
                 self.stdout.write(f"started daphne (pid {children[-1].pid})")
             self.stdout.write(
                 f"web: {count} daphne process(es) on {options['host']}:{options['port']}"
@@ -77,8 +91,9 @@ class Command(BaseCommand):
                 time.sleep(0.2)
                 exited = [child for child in children if child.poll() is not None]
                 if exited:
-                    code = exited[0].returncode or 1
-                    self.stderr.write(f"web: daphne pid {exited[0].pid} exited with code {code}")
+                    how = exit_description(exited[0].returncode)
+                    self.stderr.write(f"web: daphne pid {exited[0].pid} {how}")
+                    code = exited[0].returncode if exited[0].returncode > 0 else 1
                     break
         finally:
             sock.close()

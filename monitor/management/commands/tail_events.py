@@ -1,4 +1,9 @@
-"""Print the event stream as JSON lines, resuming after reconnects (see monitor.live.tail)."""
+"""Print the event stream as JSON lines, resuming after reconnects (see monitor.live.tail).
+
+The site is ``--url``, else ``EVENTSITE_URL``, else ``http://HOST:PORT`` when
+``PORT`` is set, else the stack running from ``VAR_DIR`` (``make run``);
+with none of them it stops with a one-line error.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from monitor.live.tail import TailOptions, parse_positions, stream_url, tail
+from monitor.management.running_stack import running_site_url
 
 
 class Command(BaseCommand):
@@ -20,8 +26,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--url",
-            default=os.getenv("EVENTSITE_URL", "http://127.0.0.1:8000"),
-            help="the site (default $EVENTSITE_URL or http://127.0.0.1:8000)",
+            help="the site (default $EVENTSITE_URL, or http://$HOST:$PORT if PORT is set, "
+            "or the site `make run` is serving from this checkout)",
         )
         parser.add_argument(
             "--token",
@@ -50,8 +56,9 @@ class Command(BaseCommand):
             raise CommandError(
                 "give a token: --token or $EVENTSITE_TOKEN (make one at /settings/tokens/)"
             )
+        url = options["url"] or running_site_url()
         try:
-            stream_url(options["url"])
+            stream_url(url)
             since = parse_positions(options["since"]) if options["since"] else None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
@@ -59,7 +66,7 @@ class Command(BaseCommand):
             raise CommandError("--count must be at least 1")
         code = tail(
             TailOptions(
-                url=options["url"],
+                url=url,
                 token=options["token"],
                 types=[t for value in options["types"] for t in value.split(",") if t],
                 actor=options["actor"],
