@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,15 +57,6 @@ def wait_for(condition: Callable[[], T], timeout: float, message: str) -> T:
         assert time.monotonic() < deadline, message
         time.sleep(0.5)
     return result
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunStack]:
-    stack = RunStack(tmp_path_factory.mktemp("var"))
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
 
 
 def test_it_records_where_the_broker_and_the_site_are(running: RunStack) -> None:

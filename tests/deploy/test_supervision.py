@@ -201,15 +201,6 @@ def test_runstack_says_in_one_line_that_the_port_is_taken(tmp_path: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunStack]:
-    stack = RunStack(tmp_path_factory.mktemp("var"))
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
-
-
-@pytest.fixture(scope="module")
 def poster(running: RunStack) -> Poster:
     return Poster(running.base_url, "survivor")
 
