@@ -30,6 +30,7 @@ from django.contrib.auth.models import User
 
 from monitor.kafka.embedded import free_port
 from monitor.management.processes import daphne_command, stop_processes
+from monitor.management.supervision import MIN_HEALTHY_SECONDS
 from monitor.security.tokens import token_create
 from tests.support.images import jpeg_bytes
 from tests.support.project import ROOT
@@ -231,7 +232,10 @@ class RunStack:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90) -> RunStack:
-        """Start it; return once every part runs and /healthz answers 200."""
+        """Start it; return once every part runs, /healthz answers 200, and every
+        part is past its first-start window (a part that ends within
+        ``MIN_HEALTHY_SECONDS`` of its first start stops the stack: it cannot run)."""
+        launched = time.monotonic()
         with open(self.var_dir / "runstack.log", "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "manage.py", "runstack"],
@@ -245,6 +249,7 @@ class RunStack:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"runstack did not come up:\n{self.log()[-3000:]}")
             time.sleep(0.3)
+        time.sleep(max(0.0, launched + MIN_HEALTHY_SECONDS + 1 - time.monotonic()))
         return self
 
     def healthy(self) -> bool:
