@@ -37,6 +37,7 @@ DJANGO6_TESTS := tests/events/test_schema.py tests/views/test_post_view.py tests
 	tests/dashboard/test_overview.py tests/feed/test_images.py tests/feed/test_services.py tests/workers/test_notifications.py \
 	tests/admin/test_admin_analytics.py tests/workers/test_prune.py tests/security/test_tokens.py tests/live/test_socket_auth.py \
 	tests/live/test_socket_security.py tests/live/test_message_rate.py tests/security/test_http_security.py \
+	tests/live/test_delivery.py tests/live/test_reader_watch.py tests/live/test_reader_keeper.py \
 	tests/security/test_ratelimit.py tests/security/test_client_address.py tests/kafka/test_clients.py tests/live/test_tail.py \
 	tests/deploy/test_compose.py tests/deploy/test_compose_kafka.py tests/deploy/test_dockerfile.py \
 	tests/deploy/test_nginx.py tests/deploy/test_healthcheck.py tests/system/test_scale_out.py
@@ -70,6 +71,12 @@ vendor:
 .PHONY: bench
 bench: $(VENV)/.dev  ## measure fan-out, posts and analytics on this machine (under 10 minutes)
 	$(BIN)/python -m bench
+
+# The embedded default under a long load, then idle (docs/PERFORMANCE.md, "Soak");
+# smaller: make soak SOAK_ARGS="--events 60000".
+.PHONY: soak
+soak: $(VENV)/.dev  ## 300,000 events into the make run stack, then an idle minute (under 15 minutes)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DJANGO6_VENV) var .pytest_cache .ruff_cache
