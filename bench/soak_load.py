@@ -3,11 +3,13 @@ trickle of photo posts through the site's own HTTP endpoint.
 
 :class:`SoakSource` produces valid ``photo.posted`` envelopes (the product's
 :func:`~monitor.events.schema.build_event`, the same shape as
-:mod:`bench.source`) with a plain aiokafka producer (``acks="all"``, no
-eventsite code in between), evenly spaced at a fixed rate. Event number
-``n`` has the id ``<run prefix>-<n as 12 hex digits>``, so a receiver can
-tell exactly which events it has by id, and ``times[n]`` is the envelope's
-``time`` (as epoch seconds), stamped as the envelope is built.
+:mod:`bench.source`) with an aiokafka producer made by
+:func:`monitor.kafka.clients.make_producer` (``acks="all"``) but batching as
+the soak is told (``linger_ms``, another service's choice), evenly spaced at
+a fixed rate. Event number ``n`` has the id ``<run prefix>-<n as 12 hex
+digits>``, so a receiver can tell exactly which events it has by id, and
+``times[n]`` is the envelope's ``time`` (as epoch seconds), stamped as the
+envelope is built.
 
 :class:`PhotoTrickle` signs up a new user through ``/accounts/signup/``
 (CSRF token from the form, as a browser) and posts a small JPEG every few
