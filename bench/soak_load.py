@@ -32,12 +32,11 @@ from functools import partial
 import httpx
 from django.conf import settings
 
-from monitor.events.schema import build_event, encode_event
 from monitor.kafka import clients as kafka
 
 from .posts import Poster, PostFailure
 from .soak_stack import SoakStack
-from .source import ACTORS, CAPTION
+from .source import event_bytes
 from .stack import Server
 
 logger = logging.getLogger(__name__)
@@ -92,23 +91,13 @@ class SoakSource:
     def _envelope(self, number: int) -> tuple[bytes, bytes]:
         now = time.time()
         self.times[number] = now
-        actor = str(number % ACTORS + 1)
-        event = build_event(
-            type="photo.posted",
-            subject=f"posts/{number}",
-            actor=actor,
-            data={
-                "post_id": number,
-                "author_id": int(actor),
-                "author": f"soak{actor}",
-                "caption": CAPTION,
-                "photo_url": f"/media/photos/soak-{number:08d}.jpg",
-            },
+        return event_bytes(
+            number,
+            moment=datetime.fromtimestamp(now, UTC),
+            name="soak",
             source=SOURCE,
-            time=datetime.fromtimestamp(now, UTC),
-            id=uuid.UUID(f"{self.prefix}-{number:012x}"),
+            event_id=uuid.UUID(f"{self.prefix}-{number:012x}"),
         )
-        return actor.encode(), encode_event(event)
 
     def _settled(self, number: int, future: asyncio.Future[object]) -> None:
         if future.cancelled() or future.exception() is not None:

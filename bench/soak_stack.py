@@ -20,7 +20,6 @@ the soak dies without cleaning up.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import shutil
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +35,12 @@ import httpx
 import psutil
 
 from monitor.kafka.embedded import free_port
+from monitor.management.processes import killed_with_parent
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-PR_SET_PDEATHSIG = 1
 # Set by the caller to measure something else than the embedded default.
 DROPPED_VARIABLES = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "EVENTSITE_VAR_DIR")
 # A process whose command line holds one of these is that role; a child of
@@ -54,18 +52,6 @@ WORKER_MARKERS = {
     "relay_outbox": "relay",
 }
 BROKER, SUPERVISOR = "broker", "supervisor"
-
-
-def _terminate_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn asking the kernel to SIGTERM the child when the soak dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return preexec
 
 
 def role_of(process: psutil.Process) -> str:
@@ -111,7 +97,7 @@ class SoakStack:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the soak, which stops runstack
-                preexec_fn=_terminate_with_parent(),
+                preexec_fn=killed_with_parent(signal.SIGTERM),
             )
         stack = cls(workdir, port, process)
         try:

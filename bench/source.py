@@ -10,6 +10,7 @@ there. Keys cycle over a few actors so that all partitions carry events.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -22,8 +23,16 @@ ACTORS = 24
 CAPTION = "benchmark photo at the pier, golden hour, long exposure"
 
 
-def event_bytes(number: int, *, moment: datetime | None = None) -> tuple[bytes, bytes]:
-    """One envelope (key, value), about 420 bytes like a real photo.posted."""
+def event_bytes(
+    number: int,
+    *,
+    moment: datetime | None = None,
+    name: str = "bench",
+    source: str = "/eventsite-bench",
+    event_id: uuid.UUID | None = None,
+) -> tuple[bytes, bytes]:
+    """One envelope (key, value), about 420 bytes like a real photo.posted;
+    ``name`` marks its author and photo as the run's own."""
     actor = str(number % ACTORS + 1)
     event = build_event(
         type="photo.posted",
@@ -32,12 +41,13 @@ def event_bytes(number: int, *, moment: datetime | None = None) -> tuple[bytes, 
         data={
             "post_id": number,
             "author_id": int(actor),
-            "author": f"bench{actor}",
+            "author": f"{name}{actor}",
             "caption": CAPTION,
-            "photo_url": f"/media/photos/bench-{number:08d}.jpg",
+            "photo_url": f"/media/photos/{name}-{number:08d}.jpg",
         },
-        source="/eventsite-bench",
+        source=source,
         time=moment or datetime.now(UTC),
+        id=event_id,
     )
     return actor.encode(), encode_event(event)
 

@@ -11,7 +11,6 @@ from the kernel if the benchmark process dies without cleaning up.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import secrets
@@ -21,32 +20,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from monitor.kafka.embedded import EmbeddedBroker, free_port
-from monitor.management.processes import stop_processes
+from monitor.management.processes import killed_with_parent, stop_processes
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn asking the kernel to SIGTERM the child when we die (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return preexec
 
 
 @dataclass
@@ -164,7 +149,7 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the benchmark, which stops us in order
-                preexec_fn=_die_with_parent(),
+                preexec_fn=killed_with_parent(signal.SIGTERM),
             )
         self.processes[name] = process
         logger.info("started %s (pid %d)", name, process.pid)

@@ -92,7 +92,8 @@ class DirectStream:
                 self.behind_since = time.monotonic()
             self.missed += events
             return True
-        self.announce_missed()
+        if self.missed:  # checked here first: this runs per client per frame
+            self.announce_missed()
         self.socket.write(wire_bytes(frame))
         self.delivered += events
         return False

@@ -36,9 +36,10 @@ def _prctl() -> Callable[..., Any] | None:
 PRCTL = _prctl()
 
 
-def killed_with_parent() -> Callable[[], None] | None:
+def killed_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
     """A ``preexec_fn`` for :class:`subprocess.Popen` after which the kernel
-    sends the child SIGKILL when this process ends (Linux; None elsewhere).
+    sends the child ``signum`` when this process ends (Linux; None elsewhere).
+    SIGKILL by default; SIGTERM lets a child that supervises others stop them.
 
     Call it in the thread that will outlive the child (the main thread): the
     kernel ties the signal to the thread that started the child. The signal
@@ -50,9 +51,9 @@ def killed_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL))
+        prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signum))
         if os.getppid() != parent:  # the parent ended before the signal was armed
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
 
     return arm
 

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from monitor.events.schema import encode_event
 from monitor.kafka import clients as kafka
 from tests.support.events import photo_event
-from tests.support.stack import Poster, Processes
+from tests.support.stack import Processes
+from tests.support.streams import slow_reader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -50,23 +49,10 @@ def never_reading(processes: Processes, username: str, **load: Any) -> dict[str,
     """Connect, take the welcome, read nothing while events flow, then read all.
 
     Returns what was read: events, gap notices, the close code and reason."""
-    poster = Poster(processes.base_url, username)
-    cookie = {"Cookie": f"sessionid={poster.client.cookies['sessionid']}"}
 
     async def scenario() -> dict[str, Any]:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.connect(("127.0.0.1", processes.port))
-        async with connect(
-            processes.base_url.replace("http", "ws") + "/ws/events/",
-            sock=sock,
-            origin=processes.base_url,
-            additional_headers=cookie,
-            max_queue=1,  # the library stops reading from the socket while we do not
-            max_size=None,
-            ping_interval=None,  # its own pings would time out while it does not read
-        ) as client:
-            assert json.loads(await client.recv())["type"] == "welcome"
+        # Its own pings would time out while it does not read.
+        async with slow_reader(processes, username, ping_interval=None) as client:
             produced = await produce_for(**load)
             received, gaps = 0, []
             try:

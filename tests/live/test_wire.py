@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from monitor.events.schema import encode_event
 from monitor.kafka import clients as kafka
 from monitor.live.wire import DirectSocket, text_frame
 from tests.support.events import photo_event
-from tests.support.stack import Poster, Processes
+from tests.support.stack import Processes
+from tests.support.streams import slow_reader
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
@@ -87,28 +85,6 @@ def test_it_sends_straight_to_the_socket_and_queues_the_rest_in_order() -> None:
     finally:
         server.close()
         client.close()
-
-
-@asynccontextmanager
-async def slow_reader(processes: Processes, username: str) -> AsyncIterator[ClientConnection]:
-    """A signed-in stream client that reads from its socket only while the test
-    consumes, with a small receive buffer (which also turns off the kernel's
-    autotuning), so that it falls behind within a few MB; welcomed already."""
-    poster = Poster(processes.base_url, username)
-    cookie = {"Cookie": f"sessionid={poster.client.cookies['sessionid']}"}
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    sock.connect(("127.0.0.1", processes.port))
-    async with connect(
-        processes.base_url.replace("http", "ws") + "/ws/events/",
-        sock=sock,
-        origin=processes.base_url,
-        additional_headers=cookie,
-        max_queue=1,  # stop reading from the socket while we do not consume
-        max_size=None,
-    ) as client:
-        assert json.loads(await client.recv())["type"] == "welcome"
-        yield client
 
 
 def big_event(n: int) -> bytes:

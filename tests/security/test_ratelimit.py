@@ -28,6 +28,7 @@ from monitor.models import Comment, Like, OutboxEvent, Post, RateCounter
 from monitor.security import ratelimit
 from monitor.security.ratelimit import hit, prune_expired
 from tests.support.images import jpeg_bytes
+from tests.support.postgres import connect_or_skip
 from tests.support.project import ROOT
 
 JSON = {"Accept": "application/json"}
@@ -505,12 +506,7 @@ def test_processes_sharing_a_sqlite_file_allow_exactly_the_limit(tmp_path: Path)
 @pytest.fixture
 def postgres_schema() -> Iterator[str]:
     """A schema of its own in the ``test`` database, dropped afterwards."""
-    try:
-        connection = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.getenv("CI") == "true":
-            pytest.fail(f"PostgreSQL is required on CI: {exc}")
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
+    connection = connect_or_skip(POSTGRES_URL, timeout=3)
     schema = f"ratelimit_{uuid.uuid4().hex[:12]}"
     with connection:
         connection.execute(f"CREATE SCHEMA {schema}")

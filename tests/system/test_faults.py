@@ -16,9 +16,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Sum
 
-from monitor.events.schema import build_event, encode_event
+from monitor.events.schema import encode_event
 from monitor.kafka import clients as kafka
 from monitor.models import AnalyticsEvent, EventMinuteCount, OutboxEvent
+from tests.support.events import signups
 from tests.support.stack import Poster, Processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -115,24 +116,11 @@ def stream_in_background(events: list[dict], per_second: float) -> threading.Thr
     return producer
 
 
-def signup_events(count: int) -> list[dict]:
-    return [
-        build_event(
-            type="user.signed_up",
-            subject=f"users/{n}",
-            actor=str(n),
-            data={"user_id": n, "username": f"user{n}"},
-            source="/fault-test",
-        )
-        for n in range(count)
-    ]
-
-
 def test_the_analytics_worker_killed_three_times_records_each_event_once(
     own_broker, processes: Processes
 ) -> None:
     processes.env["ANALYTICS_BATCH_SIZE"] = "100"
-    events = signup_events(5000)
+    events = signups(0, 5000)
     producer = stream_in_background(events, per_second=400)
     worker = processes.start("analytics")
     for kill in range(3):
@@ -159,7 +147,7 @@ def test_the_analytics_worker_killed_three_times_records_each_event_once(
 
 def test_a_sigterm_finishes_the_batch_commits_and_exits(own_broker, processes: Processes) -> None:
     processes.env["ANALYTICS_BATCH_SIZE"] = "50"
-    events = signup_events(3000)
+    events = signups(0, 3000)
     producer = stream_in_background(events, per_second=600)
     worker = processes.start("analytics")
     wait_for(lambda: AnalyticsEvent.objects.count() >= 500, 60, processes.log("analytics"))
@@ -201,7 +189,7 @@ def test_a_locked_database_commits_nothing_past_durable_work(
     processes.env["ANALYTICS_BATCH_SIZE"] = "50"
     processes.env["SQLITE_BUSY_TIMEOUT_SECONDS"] = "1"  # fail fast, so the retry path runs
     processes.env["WORKER_DB_RETRY_MAX_SECONDS"] = "1"
-    events = signup_events(3000)
+    events = signups(0, 3000)
     processes.start("analytics")
     producer = stream_in_background(events, per_second=500)
     wait_for(lambda: AnalyticsEvent.objects.count() >= 300, 60, processes.log("analytics"))

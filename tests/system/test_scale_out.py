@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
 import signal
@@ -37,13 +36,15 @@ from django.contrib.auth.models import User
 from django.db.models import Sum
 from websockets.asyncio.client import connect
 
-from monitor.events.schema import build_event, encode_event, parse_event
+from monitor.events.schema import encode_event, parse_event
 from monitor.kafka import clients as kafka
 from monitor.kafka.embedded import free_port
 from monitor.management.processes import daphne_command
 from monitor.models import AnalyticsEvent, EventMinuteCount
 from monitor.security.tokens import token_create
+from tests.support.events import signups
 from tests.support.images import jpeg_bytes
+from tests.support.postgres import connect_or_skip, postgres_server_url
 from tests.support.project import ROOT
 from tests.support.stack import Processes, wait_for_http
 
@@ -117,19 +118,6 @@ def post_photo(base_url: str, token: str, caption: str) -> str:
     )
     assert response.status_code == 201, response.text
     return str(response.json()["event_id"])
-
-
-def signups(first: int, count: int) -> list[dict]:
-    return [
-        build_event(
-            type="user.signed_up",
-            subject=f"users/{n}",
-            actor=str(n),
-            data={"user_id": n, "username": f"user{n}"},
-            source="/scale-out-test",
-        )
-        for n in range(first, first + count)
-    ]
 
 
 async def produce(events: list[dict], per_second: float | None = None) -> None:
@@ -388,14 +376,6 @@ class OwnDatabase:
         return [uuid.UUID(str(event_id)) for (event_id,) in rows]
 
 
-def postgres_server_url() -> str:
-    """The PostgreSQL server of ``DATABASE_URL`` if it names one, else the local one."""
-    url = os.getenv("DATABASE_URL", "")
-    if urlsplit(url).scheme in ("postgres", "postgresql", "pgsql"):
-        return url
-    return "postgres://postgres@127.0.0.1:5432/postgres"
-
-
 @pytest.fixture(params=["postgresql", "sqlite"])
 def own_database(request, production: Processes, tmp_path: Path) -> Iterator[OwnDatabase]:
     """A fresh database, migrated, that ``production``'s processes use; on
@@ -406,14 +386,7 @@ def own_database(request, production: Processes, tmp_path: Path) -> Iterator[Own
         database = OwnDatabase(f"sqlite:///{path}", lambda: closing(sqlite3.connect(path)))
     else:
         server = postgres_server_url()
-        try:
-            admin = psycopg.connect(server, autocommit=True, connect_timeout=5)
-        except psycopg.OperationalError as exc:
-            where = urlsplit(server).netloc.rpartition("@")[2]
-            reason = f"PostgreSQL at {where} cannot be reached: {exc}"
-            if os.getenv("CI") == "true":
-                pytest.fail(reason)
-            pytest.skip(reason)
+        admin = connect_or_skip(server)
         name = f"eventsite_scaleout_{uuid.uuid4().hex[:12]}"
         admin.execute(f'CREATE DATABASE "{name}"')
         url = urlsplit(server)._replace(path="/" + name).geturl()
