@@ -20,6 +20,7 @@ import httpx
 import pytest
 from pytest_django import Settings
 
+from monitor.workers import groups
 from tests.support.kafka import produce
 from tests.support.project import ROOT
 from tests.support.stack import Poster, RunStack, csrf_token, tool_env
@@ -78,9 +79,15 @@ def test_redrive_dead_letters_finds_the_broker_from_another_terminal(
 ) -> None:
     settings.KAFKA_BOOTSTRAP_SERVERS = running.record()["bootstrap_servers"]
     asyncio.run(produce(settings.KAFKA_EVENTS_TOPIC, [b"{not json at all"]))
-    first = wait_for(
-        lambda: pending_letters(running.var_dir), 60, "the stack's workers dead-lettered nothing"
-    )
+
+    # Each worker group dead-letters the record on its own; wait for all of them,
+    # so that what is re-driven below is every letter the record made.
+    def every_groups_letter() -> list[str]:
+        letters = pending_letters(running.var_dir)
+        return letters if len(letters) >= len(groups.ALL) else []
+
+    first = wait_for(every_groups_letter, 60, "the stack's workers did not all dead-letter it")
+    assert len(first) == len(groups.ALL), first
     assert all("value is not JSON" in line for line in first), first
 
     redriven = manage(tool_env(running.var_dir), "redrive_dead_letters", "--all")
