@@ -162,8 +162,7 @@ if os.getenv("REDIS_URL"):
     }
 
 # --- Kafka -----------------------------------------------------------------
-# Empty means "use the embedded broker" (manage.py runstack starts one and
-# passes its address to every process it starts).
+# Empty: the embedded broker, which manage.py runstack starts for its processes.
 KAFKA_BOOTSTRAP_SERVERS = os.getenv("KAFKA_BOOTSTRAP_SERVERS", "")
 KAFKA_EVENTS_TOPIC = os.getenv("KAFKA_EVENTS_TOPIC", "user-events")
 KAFKA_DLQ_TOPIC = os.getenv("KAFKA_DLQ_TOPIC", f"{KAFKA_EVENTS_TOPIC}.dlq")
@@ -174,8 +173,12 @@ KAFKA_ENABLE_IDEMPOTENCE = envbool("KAFKA_ENABLE_IDEMPOTENCE", False)
 KAFKA_LINGER_MS = envint("KAFKA_LINGER_MS", 2)
 # A dead consumer leaves its group after this long, and its partitions move on.
 KAFKA_SESSION_TIMEOUT_MS = envint("KAFKA_SESSION_TIMEOUT_MS", 10_000)
-# How long a live reader's fetch may wait for data; low for low latency.
+# How long a live reader's fetch may wait for data; low for low latency
+# (runstack sets 50 for its embedded broker: README, "Settings").
 KAFKA_LIVE_FETCH_WAIT_MS = envint("KAFKA_LIVE_FETCH_WAIT_MS", 5)
+# When ``runbroker`` rolls the embedded broker over (monitor/management/rolling.py).
+EMBEDDED_KAFKA_ROLL_RECORDS = envint("EMBEDDED_KAFKA_ROLL_RECORDS", 5_000)
+EMBEDDED_KAFKA_ROLL_MB = envint("EMBEDDED_KAFKA_ROLL_MB", 512)
 # A live reader this far behind the topic's end, or stalled, fails /healthz and skips ahead.
 LIVE_READER_MAX_BEHIND_SECONDS = envint("LIVE_READER_MAX_BEHIND_SECONDS", 10)
 
@@ -190,9 +193,8 @@ KAFKA_SSL_CAFILE = os.getenv("KAFKA_SSL_CAFILE", "")
 KAFKA_SSL_CERTFILE = os.getenv("KAFKA_SSL_CERTFILE", "")
 KAFKA_SSL_KEYFILE = os.getenv("KAFKA_SSL_KEYFILE", "")
 KAFKA_SSL_KEY_PASSWORD = os.getenv("KAFKA_SSL_KEY_PASSWORD", "")
-# Off accepts a broker certificate issued for another host name (still
-# signed by a trusted CA): only for brokers reached by an address their
-# certificates do not list.
+# Off accepts a broker certificate issued for another host name (still signed
+# by a trusted CA), for brokers reached by an address their certificates omit.
 KAFKA_SSL_CHECK_HOSTNAME = envbool("KAFKA_SSL_CHECK_HOSTNAME", True)
 check_kafka_security(
     protocol=KAFKA_SECURITY_PROTOCOL,
@@ -220,10 +222,8 @@ DLQ_MAX_RECORD_BYTES = envint("KAFKA_DLQ_MAX_RECORD_BYTES", 8 * 1024 * 1024)
 # Consumers fetch records up to this size, so that an oversize record is
 # read (and dead-lettered) instead of stalling its partition.
 KAFKA_MAX_FETCH_BYTES = envint("KAFKA_MAX_FETCH_BYTES", 32 * 1024 * 1024)
-# Records per analytics poll batch, written in one transaction: larger
-# batches spread the per-batch costs (the cluster check, the commit, the
-# SQLite commit) over more events; a batch of 2,000 holds SQLite's write
-# lock for some 50 ms. A live stream makes smaller batches anyway.
+# Records per analytics poll batch, written in one transaction (a batch of
+# 2,000 holds SQLite's write lock for some 50 ms; docs/PERFORMANCE.md).
 ANALYTICS_BATCH_SIZE = envint("ANALYTICS_BATCH_SIZE", 2000)
 # `manage.py prune_analytics` deletes raw analytics events older than this
 # many days (whole UTC days); the aggregates are kept, whatever their age.

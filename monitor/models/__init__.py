@@ -15,7 +15,7 @@ from monitor.models.analytics import (
     PostDayEngagement,
     UserDayActivity,
 )
-from monitor.models.events import DeadLetter, OutboxEvent
+from monitor.models.events import BrokerEpoch, DeadLetter, OutboxEvent
 from monitor.models.live import WatcherHeartbeat
 from monitor.models.security import ApiToken, RateCounter
 
@@ -33,6 +33,7 @@ from monitor.models.social import (
 __all__ = [
     "AnalyticsEvent",
     "AnalyticsHorizon",
+    "BrokerEpoch",
     "ApiToken",
     "Comment",
     "DeadLetter",

@@ -1,5 +1,6 @@
 """The event pipeline's own tables: events waiting in the outbox to be
-published, and records a consumer group could not process.
+published, records a consumer group could not process, and the lives of
+the embedded broker.
 """
 
 from __future__ import annotations
@@ -75,3 +76,34 @@ class DeadLetter(models.Model):
         """The start of the value as text, undecodable bytes escaped."""
         raw = bytes(self.value or b"")[:300]
         return raw.decode("utf-8", errors="backslashreplace")
+
+
+class BrokerEpoch(models.Model):
+    """One life of the embedded broker, which keeps everything in memory.
+
+    When the embedded broker rolls over (``manage.py runbroker``, once the
+    site's consumer groups have processed everything it holds), it starts
+    again empty, as a new cluster, and its offsets start again at 0. The
+    row it writes first says where the new cluster's offsets continue the
+    old ones: per topic and partition, the ``bases`` added to the new
+    cluster's offsets, so that positions on the live stream only grow, as
+    on a Kafka broker whose retention deleted the old records. A cluster
+    with no row (Apache Kafka, or a broker started afresh) has bases of 0.
+    """
+
+    cluster_id = models.CharField(max_length=200, unique=True)
+    # The life this one continues exactly (a roll-over), or "" (a new start).
+    follows = models.CharField(max_length=200, blank=True)
+    bases = models.JSONField(default=dict)  # {topic: {partition: base}}
+    # Per topic and partition, from which position on the records below the
+    # bases are counted exactly (a life that ended without saying where its
+    # records ended, a crash, leaves the count below the next one unknown).
+    exact_from = models.JSONField(default=dict)  # {topic: {partition: position}}
+    # The broker's own ends, as last seen while it ran, and whether it said
+    # them as it stopped (then nothing was written after them).
+    ends = models.JSONField(default=dict)  # {topic: {partition: end}}
+    ended_cleanly = models.BooleanField(default=False)
+    started_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.cluster_id} (after {self.follows or 'nothing'})"

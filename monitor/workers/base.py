@@ -34,8 +34,10 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from channels.db import database_sync_to_async
 from django.conf import settings
 
+from monitor.events.epochs import bases_of
 from monitor.kafka import clients as kafka
 from monitor.runtime.backoff import Backoff
 from monitor.workers.deadletters import RECORD_OVERHEAD_BYTES, send_dead_letters
@@ -77,6 +79,10 @@ class BatchWorker:
         # The batch being finished while the next one is polled, if any.
         self.in_hand: asyncio.Task[bool] | None = None
         self.durable = DurableWriter(self)
+        # Per partition of the events topic: what makes the broker's offsets
+        # positions on the stream, and the last offset handed on.
+        self.bases: dict[int, int] = {}
+        self._last_offsets: dict[int, int] = {}
 
     def request_stop(self) -> None:
         self.stopping = True
@@ -91,17 +97,32 @@ class BatchWorker:
         """Poll and handle batches until stopped; reconnect after broker failures."""
         while await self.start():
             try:
-                await self.consume()
-                return
-            except kafka.BrokerReplaced as exc:
-                # Positions from the old cluster mean nothing on the new one: a
-                # fresh consumer starts from the new cluster's committed offsets.
-                logger.warning("%s: %s; starting over with a fresh consumer", self.group_id, exc)
+                while True:
+                    try:
+                        await self.consume()
+                        return
+                    except kafka.BrokerReplaced as exc:
+                        logger.warning("%s: %s; reading the new cluster", self.group_id, exc)
+                        await self.start_over()
             except KafkaError as exc:
                 logger.warning("%s: broker failure, reconnecting: %s", self.group_id, exc)
             finally:
                 await self.close()
             await self.wait_unless_stopped(1.0)
+
+    async def start_over(self) -> None:
+        """Positions from the old cluster mean nothing on the new one (an empty
+        broker, or the embedded broker rolled over once every group had read all
+        it held): read each partition from the new cluster's committed offset,
+        or its beginning. The consumer stays in its group, so no rebalance
+        waits for a member that left."""
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
 
     async def start(self) -> bool:
         """Connect, retrying with backoff; False if a stop came first."""
@@ -132,6 +153,7 @@ class BatchWorker:
         await self.consumer.start()
         await self.producer.start()
         self.cluster = kafka.ClusterWatch(kafka.cluster_id(self.consumer))
+        await self._follow_bases()
         logger.info("%s worker connected to cluster %s", self.group_id, self.cluster.cluster_id)
 
     async def close(self) -> None:
@@ -194,7 +216,9 @@ class BatchWorker:
         async with self.batch_lock:
             same_cluster = asyncio.create_task(self.check_same_cluster())
             try:
-                if dead:
+                if dead or self._went_back(batch):
+                    # Offsets that went back: a new cluster, most likely, whose
+                    # positions differ; nothing is written before it is known.
                     await same_cluster
                     await self.dead_letter(dead)
                 if not await self.make_durable(valid, dead):
@@ -218,13 +242,31 @@ class BatchWorker:
         """
         joined = self.cluster.cluster_id
         if await self.cluster.moved(self.producer or self.consumer):
+            await self._follow_bases()
             raise kafka.BrokerReplaced(
                 f"cluster {joined} was replaced by {self.cluster.cluster_id}"
             )
 
     def split(self, batch: Batch) -> tuple[list[RecordedFrom], list[DeadRecord]]:
-        """The batch's valid events and its dead records, each in the batch's order."""
-        return split_records(batch, max_bytes=settings.MAX_EVENT_BYTES)
+        """The batch's valid events (at their positions on the stream) and its dead
+        records, each in the batch's order."""
+        return split_records(batch, max_bytes=settings.MAX_EVENT_BYTES, bases=self.bases)
+
+    async def _follow_bases(self) -> None:
+        """Positions from now on are those of the cluster watched (see monitor.kafka.shift)."""
+        bases = await database_sync_to_async(bases_of)(self.cluster.cluster_id)
+        self.bases = bases.get(settings.KAFKA_EVENTS_TOPIC, {})
+        self._last_offsets.clear()
+
+    def _went_back(self, batch: Batch) -> bool:
+        """Whether a partition's first offset in ``batch`` is not past the last one
+        seen before (remembering the batch's last offsets)."""
+        back = False
+        for tp, records in batch.items():
+            if records:
+                back = back or records[0].offset <= self._last_offsets.get(tp.partition, -1)
+                self._last_offsets[tp.partition] = records[-1].offset
+        return back
 
     async def dead_letter(self, dead: list[DeadRecord]) -> None:
         """Send each invalid record to the DLQ topic; wait for the acknowledgements."""

@@ -74,11 +74,16 @@ class DeadRecord:
         return value, headers
 
 
-def split_records(batch: Batch, *, max_bytes: int) -> tuple[list[RecordedFrom], list[DeadRecord]]:
+def split_records(
+    batch: Batch, *, max_bytes: int, bases: Mapping[int, int] | None = None
+) -> tuple[list[RecordedFrom], list[DeadRecord]]:
     """The batch's valid events and its dead records (invalid, or over ``max_bytes``),
-    each list in the batch's order."""
+    each list in the batch's order. Each event's offset is its position on the
+    stream: the broker's offset plus its partition's base (``bases``, see
+    :mod:`monitor.kafka.shift`); dead records keep the broker's offsets."""
     valid: list[RecordedFrom] = []
     dead: list[DeadRecord] = []
+    bases = bases or {}
     for records in batch.values():
         for record in records:
             try:
@@ -91,7 +96,7 @@ def split_records(batch: Batch, *, max_bytes: int) -> tuple[list[RecordedFrom], 
                     event,
                     record.topic,
                     record.partition,
-                    record.offset,
+                    record.offset + bases.get(record.partition, 0),
                     record.key,
                     record.value,
                     event_id,

@@ -17,8 +17,8 @@ window.Dashboard = window.Dashboard || {};
 
   var GAP_REASONS = {
     slow: "this page fell behind",
-    expired: "the broker no longer keeps them",
-    reset: "the broker was reset",
+    expired: "the broker no longer keeps them (its retention, or the embedded broker rolled over or started again)",
+    reset: "the broker started again and lost an unknown number of them",
     limit: "too many to replay",
     stalled: "the server's live reader stalled and started again at the newest events",
     behind: "the server's live reader fell too far behind and started again at the newest events",
@@ -64,6 +64,7 @@ window.Dashboard = window.Dashboard || {};
     var seen = new Set();  // "topic/partition/offset" of recent events, to notice duplicates
     var duplicates = 0;
     var gaps = 0;
+    var reasons = {};  // why events were missed -> how many (NaN: an unknown number)
     var missed = 0;
     var focusRow = null;  // the one row reached by Tab (roving tabindex)
 
@@ -259,6 +260,8 @@ window.Dashboard = window.Dashboard || {};
       },
       gap: function (frame) {
         gaps += 1;
+        var why = GAP_REASONS[frame.reason] || frame.reason || "missed";
+        reasons[why] = (reasons[why] || 0) + (typeof frame.missed === "number" ? frame.missed : NaN);
         if (typeof frame.missed === "number") missed += frame.missed;
         if (frame.reason === "reset") seen.clear();  // offsets start again at 0
         options.onAnomaly();
@@ -301,7 +304,9 @@ window.Dashboard = window.Dashboard || {};
         var sorted = samples.map(function (s) { return s[1]; }).sort(function (a, b) { return a - b; });
         return { p50: percentile(sorted, 50), p95: percentile(sorted, 95), count: sorted.length };
       },
-      anomalies: function () { return { duplicates: duplicates, gaps: gaps, missed: missed }; },
+      anomalies: function () {
+        return { duplicates: duplicates, gaps: gaps, missed: missed, reasons: Object.assign({}, reasons) };
+      },
     };
   };
 })(window.Dashboard);

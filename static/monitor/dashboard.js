@@ -66,7 +66,10 @@
     var found = tail.anomalies();
     document.getElementById("duplicates").textContent = String(found.duplicates);
     document.getElementById("gaps").textContent = String(found.gaps);
-    anomaliesEl.title = found.missed ? found.missed + " events announced as missed" : "";
+    anomaliesEl.title = Object.keys(found.reasons).map(function (why) {
+      var count = found.reasons[why];
+      return (isNaN(count) ? "some" : count) + " missed: " + why;
+    }).join("\n");
     anomaliesEl.dataset.bad = String(found.duplicates > 0 || found.gaps > 0);
   }
   var tail = Dashboard.Tail({ maxRows: MAX_ROWS, onAnomaly: showAnomalies });

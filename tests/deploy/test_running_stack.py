@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -23,12 +22,11 @@ from pytest_django import Settings
 from monitor.workers import groups
 from tests.support.kafka import produce
 from tests.support.project import ROOT
-from tests.support.stack import Poster, RunStack, csrf_token, tool_env
+from tests.support.stack import Poster, RunStack, token_of, tool_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 T = TypeVar("T")
-NEW_TOKEN = re.compile(r'id="new-token"[^>]*value="([^"]+)"')
 
 
 def manage(
@@ -99,20 +97,6 @@ def test_redrive_dead_letters_finds_the_broker_from_another_terminal(
         return [line for line in pending_letters(running.var_dir) if line not in first]
 
     assert wait_for(new_letters, 60, "the re-driven record did not reach the stack's broker")
-
-
-def token_of(poster: Poster) -> str:
-    """A new API token of ``poster``'s, made through /settings/tokens/."""
-    page = poster.client.get("/settings/tokens/")
-    made = poster.client.post(
-        "/settings/tokens/",
-        data={"name": "tail", "csrfmiddlewaretoken": csrf_token(page)},
-        headers={"Referer": poster.base_url + "/settings/tokens/"},
-    )
-    assert made.status_code == 201, made.text
-    match = NEW_TOKEN.search(made.text)
-    assert match, made.text
-    return match.group(1)
 
 
 def tail_one_post(env: dict[str, str], caption: str) -> dict[str, Any]:

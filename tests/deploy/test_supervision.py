@@ -293,9 +293,10 @@ def test_a_killed_supervisor_leaves_no_process_and_the_next_starts_on_the_same_p
         first.start()
         assert first.process is not None
         supervisor = psutil.Process(first.process.pid)
-        # broker, runweb and its two daphne processes, analytics, notifications, relay
+        # runbroker and its broker, runweb and its two daphne processes,
+        # analytics, notifications, relay
         children = supervisor.children(recursive=True)
-        assert len(children) == 7, [child.cmdline() for child in children]
+        assert len(children) == 8, [child.cmdline() for child in children]
         recorded = {part["pid"] for part in first.record()["parts"].values()}
         assert recorded <= {child.pid for child in children}
 

@@ -9,6 +9,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from django.db import transaction
 
+from monitor.events import relay as relay_module
 from monitor.events.emit import emit_event
 from monitor.events.relay import OutboxRelay
 from monitor.kafka import clients as kafka
@@ -37,7 +38,15 @@ def test_a_failing_round_drops_its_producer_and_a_later_round_relays(
             raise KafkaConnectionError("the broker is down")
         await real_ensure_topics()
 
+    real_relay_outbox = relay_module.relay_outbox
+
+    async def relay_outbox(producer: object) -> int:
+        if not broker["up"]:
+            raise KafkaConnectionError("the broker is down")
+        return await real_relay_outbox(producer)  # type: ignore[arg-type]
+
     monkeypatch.setattr(kafka, "ensure_topics", ensure_topics)
+    monkeypatch.setattr(relay_module, "relay_outbox", relay_outbox)
     relay = OutboxRelay(interval=0.5)
 
     async def rounds() -> list[int | None]:

@@ -39,6 +39,22 @@ def test_it_counts_what_retention_deleted() -> None:
     assert plan.missed == {"expired": 20}
 
 
+def test_what_went_before_a_crash_of_the_embedded_broker_is_not_counted() -> None:
+    # Records below 1,000,050 were counted exactly only from 1,000,040 on (the
+    # life before ended without saying where): a resume from below is a reset.
+    request = ReplayRequest(since={0: 9, 1: 1_000_045})
+    plan = plan_replay(
+        request,
+        {0: 1_000_050, 1: 1_000_050},
+        {0: 1_000_060, 1: 1_000_060},
+        scan=0,
+        limit=100,
+        exact_from={0: 1_000_040, 1: 1_000_040},
+    )
+    assert plan.starts == {0: 1_000_050, 1: 1_000_050}
+    assert plan.missed == {"reset": None, "expired": 4}
+
+
 def test_it_announces_a_log_that_started_over_without_a_count() -> None:
     plan = plan_replay(
         ReplayRequest(since={0: 500, 1: 2}), {0: 0, 1: 0}, {0: 7, 1: 9}, scan=0, limit=100

@@ -1,7 +1,8 @@
 """Run the whole product on one machine: broker, web server and workers.
 
-Applies migrations, starts the embedded broker unless
-``KAFKA_BOOTSTRAP_SERVERS`` is set, creates the topics, then starts the web
+Applies migrations, starts the embedded broker (``runbroker``, which rolls it
+over before it holds too much) unless ``KAFKA_BOOTSTRAP_SERVERS`` is set,
+creates the topics, then starts the web
 tier (``runweb``: ``EVENTSITE_WEB_PROCESSES`` daphne processes on one
 address), the analytics and notifications workers and the outbox relay as
 child processes, and supervises them (:mod:`monitor.management.supervision`):
@@ -35,8 +36,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from monitor.kafka import clients as kafka
-from monitor.kafka.embedded import EmbeddedBroker, free_port, port_is_free
-from monitor.management.processes import killed_with_parent
+from monitor.kafka.embedded import free_port, port_is_free
+from monitor.management.processes import killed_with_parent, stop_processes
 from monitor.management.running_stack import (
     PartState,
     StackRecord,
@@ -49,10 +50,29 @@ from monitor.management.supervision import CannotStart, Part, Supervisor
 
 TOPICS_TIMEOUT_SECONDS = 15.0
 CHECK_INTERVAL_SECONDS = 0.2
+BROKER_START_SECONDS = 30.0
+EMBEDDED_LIVE_FETCH_WAIT_MS = 50
 
 
 class TopicsMissing(Exception):
     """The broker did not create the topics in time."""
+
+
+def wait_until_listening(
+    process: subprocess.Popen[bytes], host: str, port: int, timeout: float
+) -> None:
+    """Return once ``host:port`` accepts connections; raise if ``process`` ends
+    first or nothing listens within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"it ended with code {process.returncode}")
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
 
 
 def can_listen(host: str, port: int) -> bool:
@@ -101,7 +121,7 @@ class Command(BaseCommand):
         self.record = StackRecord(
             pid=os.getpid(),
             url=connectable_url(host, port),
-            bootstrap_servers=broker.bootstrap_servers if broker else kafka.bootstrap_servers(),
+            bootstrap_servers=broker or kafka.bootstrap_servers(),
             embedded_broker=broker is not None,
             started_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         )
@@ -138,24 +158,23 @@ class Command(BaseCommand):
                 "(PORT=9000 make run serves on another port)"
             )
 
-    def _embedded_broker(self, port: int) -> EmbeddedBroker | None:
-        """The broker to start, unless KAFKA_BOOTSTRAP_SERVERS names one; the
-        settings and the children's environment then name it."""
+    def _embedded_broker(self, port: int) -> str | None:
+        """The address of the embedded broker to start (``runbroker``), unless
+        KAFKA_BOOTSTRAP_SERVERS names one; the settings and the children's
+        environment then name it."""
         if settings.KAFKA_BOOTSTRAP_SERVERS:
             return None
-        broker = EmbeddedBroker(
-            port if port_is_free(port) else None,
-            log=settings.VAR_DIR / "broker.log",
-            before_exec=killed_with_parent(),
-        )
-        settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap_servers
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-        return broker
+        address = f"127.0.0.1:{port if port_is_free(port) else free_port()}"
+        settings.KAFKA_BOOTSTRAP_SERVERS = address
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = address
+        return address
 
-    def _parts(
-        self, broker: EmbeddedBroker | None, env: dict[str, str], host: str, port: int
-    ) -> list[Part]:
+    def _parts(self, broker: str | None, env: dict[str, str], host: str, port: int) -> list[Part]:
         env = {**env, "KAFKA_BOOTSTRAP_SERVERS": str(settings.KAFKA_BOOTSTRAP_SERVERS)}
+        if broker is not None:
+            # Each fetch costs the embedded broker CPU even when there is nothing
+            # to read: live readers wait longer for data (docs/PERFORMANCE.md, "Soak").
+            env.setdefault("KAFKA_LIVE_FETCH_WAIT_MS", str(EMBEDDED_LIVE_FETCH_WAIT_MS))
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
 
         def child(*argv: str) -> subprocess.Popen[bytes]:
@@ -178,15 +197,17 @@ class Command(BaseCommand):
         if broker is None:
             return parts
 
+        host_part, _, port_part = broker.rpartition(":")
+
         def start_broker() -> subprocess.Popen[bytes]:
-            broker.start()
-            assert broker.process is not None
+            process = child("runbroker", "--host", host_part, "--port", port_part)
             try:
+                wait_until_listening(process, host_part, int(port_part), BROKER_START_SECONDS)
                 self._create_topics()
             except BaseException:
-                broker.stop()
+                stop_processes([process], timeout=5.0)
                 raise
-            return broker.process
+            return process
 
         return [Part("broker", start_broker, stop_rank=0), *parts]
 
