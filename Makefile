@@ -40,7 +40,8 @@ DJANGO6_TESTS := tests/events/test_schema.py tests/views/test_post_view.py tests
 	tests/live/test_delivery.py tests/live/test_reader_watch.py tests/live/test_reader_keeper.py \
 	tests/security/test_ratelimit.py tests/security/test_client_address.py tests/kafka/test_clients.py tests/live/test_tail.py \
 	tests/deploy/test_compose.py tests/deploy/test_compose_kafka.py tests/deploy/test_dockerfile.py \
-	tests/deploy/test_nginx.py tests/deploy/test_healthcheck.py tests/system/test_scale_out.py
+	tests/deploy/test_nginx.py tests/deploy/test_healthcheck.py tests/system/test_scale_out.py \
+	tests/events/test_epochs.py tests/live/test_stored_history.py tests/management/test_rolling.py
 test-django6:
 	@test -n "$(PYTHON312)" || { echo "set PYTHON312 to a Python 3.12+ interpreter"; exit 2; }
 	test -x $(DJANGO6_VENV)/bin/python || $(PYTHON312) -m venv $(DJANGO6_VENV)

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from monitor.kafka import patches
+from monitor.kafka.shift import ShiftedConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -166,11 +167,12 @@ def make_producer(**overrides: Any) -> AIOKafkaProducer:
 def make_consumer(
     *topics: str,
     group_id: str | None,
-    consumer_class: type[AIOKafkaConsumer] = AIOKafkaConsumer,
+    shifted: bool = False,
     **overrides: Any,
 ) -> Any:
     """A consumer that never commits on its own: callers commit after durable work.
-    ``consumer_class`` may be a subclass of AIOKafkaConsumer (with the same options)."""
+    ``shifted``: a :class:`~monitor.kafka.shift.ShiftedConsumer`, whose offsets are
+    positions on the stream."""
     options: dict[str, Any] = {
         **connection_options(),
         "group_id": group_id,
@@ -181,7 +183,9 @@ def make_consumer(
         "fetch_max_bytes": settings.KAFKA_MAX_FETCH_BYTES * 2,
     }
     options.update(overrides)
-    return consumer_class(*topics, **options)
+    if shifted:
+        return ShiftedConsumer(*topics, **options)
+    return AIOKafkaConsumer(*topics, **options)
 
 
 async def group_lag(group_id: str, topic: str) -> dict[int, dict[str, int | None]]:

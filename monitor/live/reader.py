@@ -144,7 +144,7 @@ class LiveReader:
                 auto_offset_reset="latest",
                 fetch_max_wait_ms=settings.KAFKA_LIVE_FETCH_WAIT_MS,
                 metadata_max_age_ms=PARTITION_CHECK_SECONDS * 1000,
-                consumer_class=ShiftedConsumer,
+                shifted=True,
             )
             await consumer.start()
             cluster = ClusterWatch()

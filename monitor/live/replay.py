@@ -134,7 +134,7 @@ class Replay:
         self.consumer = kafka.make_consumer(
             group_id=None,
             fetch_max_wait_ms=settings.KAFKA_LIVE_FETCH_WAIT_MS,
-            consumer_class=ShiftedConsumer,
+            shifted=True,
         )
         try:
             await self.consumer.start()

@@ -22,7 +22,6 @@ from monitor.kafka import clients as kafka
 from monitor.kafka.clients import ClusterWatch
 from monitor.kafka.embedded import EmbeddedBroker, free_port
 from monitor.kafka.front import BrokerFront
-from monitor.kafka.shift import ShiftedConsumer
 from monitor.management.rolling import Roller, RollPolicy
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.django_db(transaction=True)]
@@ -173,7 +172,7 @@ def test_positions_go_on_across_a_roll_over(fronted: tuple[EmbeddedBroker, int])
     async def read_positions() -> tuple[str | None, dict[int, list[int]]]:
         """The cluster read, and per partition where its log begins, then each
         record's position."""
-        consumer = kafka.make_consumer(group_id=None, consumer_class=ShiftedConsumer)
+        consumer = kafka.make_consumer(group_id=None, shifted=True)
         await consumer.start()
         try:
             watch = ClusterWatch()
