@@ -31,6 +31,6 @@ def connect_or_skip(url: str, *, timeout: int = 5) -> psycopg.Connection[tuple[o
     except psycopg.OperationalError as exc:
         where = urlsplit(url).netloc.rpartition("@")[2]
         reason = f"PostgreSQL at {where} cannot be reached: {exc}"
-        if os.getenv("CI") == "true":
-            pytest.fail(f"{reason} (CI requires it)")
-        pytest.skip(reason)
+        if os.getenv("CI") != "true":
+            pytest.skip(reason)
+        pytest.fail(f"{reason} (CI requires it)")
