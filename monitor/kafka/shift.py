@@ -45,12 +45,13 @@ class ShiftedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     def _shifted(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         return {tp: offset + self.base(tp) for tp, offset in offsets.items()}
 
-    def _records(self, records: Iterable[ConsumerRecord[Any, Any]]) -> list[Any]:
-        shifted = []
-        for record in records:
-            base = self.base(TopicPartition(record.topic, record.partition))
-            shifted.append(dataclasses.replace(record, offset=record.offset + base))
-        return shifted
+    def _records(
+        self, tp: TopicPartition, records: Iterable[ConsumerRecord[Any, Any]]
+    ) -> list[Any]:
+        base = self.base(tp)
+        if not base:
+            return list(records)
+        return [dataclasses.replace(record, offset=record.offset + base) for record in records]
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
@@ -59,7 +60,7 @@ class ShiftedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         batch = await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
         if not self._bases:
             return batch
-        return {tp: self._records(records) for tp, records in batch.items()}
+        return {tp: self._records(tp, records) for tp, records in batch.items()}
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         super().seek(partition, max(0, offset - self.base(partition)))

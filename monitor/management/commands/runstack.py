@@ -36,7 +36,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from monitor.kafka import clients as kafka
-from monitor.kafka.embedded import free_port, port_is_free
+from monitor.kafka.embedded import free_port, port_is_free, wait_until_listening
 from monitor.management.processes import killed_with_parent, stop_processes
 from monitor.management.running_stack import (
     PartState,
@@ -56,23 +56,6 @@ EMBEDDED_LIVE_FETCH_WAIT_MS = 50
 
 class TopicsMissing(Exception):
     """The broker did not create the topics in time."""
-
-
-def wait_until_listening(
-    process: subprocess.Popen[bytes], host: str, port: int, timeout: float
-) -> None:
-    """Return once ``host:port`` accepts connections; raise if ``process`` ends
-    first or nothing listens within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"it ended with code {process.returncode}")
-        try:
-            socket.create_connection((host, port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
 
 
 def can_listen(host: str, port: int) -> bool:
