@@ -27,9 +27,12 @@ EVENTS = 900
 
 @pytest.fixture(scope="module")
 def rolling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunStack]:
-    """``make run`` whose broker rolls over once a partition holds 40 records."""
+    """``make run`` whose broker rolls over once a partition holds 40 records,
+    and whose live line keeps only the last 50 events: a resume from further
+    back is served from the broker, not from memory."""
     stack = RunStack(tmp_path_factory.mktemp("var"))
     stack.env["EMBEDDED_KAFKA_ROLL_RECORDS"] = "40"
+    stack.env["STREAM_RECENT_EVENTS"] = "50"
     try:
         yield stack.start()
     finally:
