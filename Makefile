@@ -20,14 +20,30 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.runtime  ## serve at http://127.0.0.1:8000 with broker and workers
 	$(BIN)/python manage.py runstack
 
-test: $(VENV)/.dev  ## the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# tests/clients/ run kafkajs with the machine's Node.js: where npm is installed,
+# node_modules/ is installed from package-lock.json (again whenever it changes).
+NODE_MODULES := $(if $(shell command -v npm 2>/dev/null),node_modules/.installed)
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
 
-# The whole suite again on PostgreSQL (it fails at once when the server cannot
-# be reached). The tests run in test_<database>, or in EVENTSITE_TEST_DB if set.
+# The suite runs in TEST_WORKERS processes (pytest-xdist; each has its own
+# test database, broker and ports; a module's tests stay in one process, so
+# a module's servers start once). Most tests wait on servers, not on the CPU.
+# TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 3
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
+test: $(VENV)/.dev $(NODE_MODULES)  ## the whole test suite
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# The suite again on PostgreSQL, every test that reaches the test database
+# (the others cannot tell the databases apart; tests/conftest.py picks them);
+# it fails at once when the server cannot be reached. The tests run in
+# test_<database>, or in EVENTSITE_TEST_DB if set.
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
-test-postgres: $(VENV)/.dev  ## the whole test suite on PostgreSQL
-	DATABASE_URL=$(POSTGRES_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+test-postgres: $(VENV)/.dev $(NODE_MODULES)  ## the test suite's database tests on PostgreSQL
+	DATABASE_URL=$(POSTGRES_URL) EVENTSITE_DATABASE_TESTS_ONLY=1 $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The same code on Django 6 (which needs Python 3.12+): PYTHON312=python3.12 make test-django6
 DJANGO6_VENV := .venv-django6
@@ -46,7 +62,7 @@ test-django6:
 	@test -n "$(PYTHON312)" || { echo "set PYTHON312 to a Python 3.12+ interpreter"; exit 2; }
 	test -x $(DJANGO6_VENV)/bin/python || $(PYTHON312) -m venv $(DJANGO6_VENV)
 	$(DJANGO6_VENV)/bin/python -m pip install --disable-pip-version-check -q "Django>=6,<7" -r requirements-dev.txt
-	$(DJANGO6_VENV)/bin/python -m pytest -q -W error::DeprecationWarning $(DJANGO6_TESTS)
+	$(DJANGO6_VENV)/bin/python -m pytest $(XDIST) -q -W error::DeprecationWarning $(DJANGO6_TESTS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""The event source every scenario shares: valid ``photo.posted`` envelopes on a topic.
+"""The event source every scenario shares: valid ``photo.posted`` envelopes on a
+topic, signed with the site's key.
 
 Envelopes are built with the product's own :func:`monitor.events.schema.build_event`
 (so every consumer accepts them) and sent with the product's producer
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
+from monitor.events import signing
 from monitor.events.schema import build_event, encode_event
 from monitor.kafka import clients as kafka
 
@@ -78,7 +80,10 @@ class EventSource:
         assert self._producer is not None
         for _ in range(count):
             key, value = event_bytes(self.produced)
-            self._pending.append(await self._producer.send(self.topic, value, key=key))
+            # Signed as the site signs its own, so consumers verify as they would.
+            headers = [signing.sign(value)]
+            delivery = await self._producer.send(self.topic, value, key=key, headers=headers)
+            self._pending.append(delivery)
             self.produced += 1
         if len(self._pending) > 5000:
             await self.flush()

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from .database import database_from_environment
 from .env import envbool, envint, envlist, envnetworks, envrates
 from .kafka_security import check_kafka_security
 
@@ -86,37 +86,7 @@ TEMPLATES = [
     },
 ]
 
-if not os.getenv("DATABASE_URL"):
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.getenv("DATABASE_URL", f"sqlite:///{VAR_DIR / 'eventsite.sqlite3'}"),
-        # Web requests run on a pool of long-lived threads (eventsite/serving.py),
-        # each keeping its connection this long.
-        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
-    )
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Django's backend, with the process's threads taking turns to write
-    # (eventsite/sqlite3/base.py).
-    DATABASES["default"]["ENGINE"] = "eventsite.sqlite3"
-    # WAL lets the web process read while a worker writes; the timeout turns
-    # short lock waits into waits instead of "database is locked" errors.
-    DATABASES["default"]["OPTIONS"] = {
-        "timeout": envint("SQLITE_BUSY_TIMEOUT_SECONDS", 20),
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-    # Tests run servers in other processes, so the test database is a file,
-    # one per test run so that two runs never share it.
-    DATABASES["default"]["TEST"] = {
-        "NAME": os.getenv("EVENTSITE_TEST_DB", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))
-    }
-elif os.getenv("EVENTSITE_TEST_DB"):
-    # On a database server the test database is test_<NAME> unless this names
-    # another, so that two test runs against one server never share it.
-    DATABASES["default"]["TEST"] = {"NAME": os.environ["EVENTSITE_TEST_DB"]}
+DATABASES = {"default": database_from_environment(VAR_DIR)}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -166,6 +136,8 @@ if os.getenv("REDIS_URL"):
 KAFKA_BOOTSTRAP_SERVERS = os.getenv("KAFKA_BOOTSTRAP_SERVERS", "")
 KAFKA_EVENTS_TOPIC = os.getenv("KAFKA_EVENTS_TOPIC", "user-events")
 KAFKA_DLQ_TOPIC = os.getenv("KAFKA_DLQ_TOPIC", f"{KAFKA_EVENTS_TOPIC}.dlq")
+# More topics the monitor shows live, besides the events topic (comma-separated).
+KAFKA_WATCH_TOPICS = envlist("KAFKA_WATCH_TOPICS", "")
 KAFKA_TOPIC_PARTITIONS = envint("KAFKA_TOPIC_PARTITIONS", 3)
 KAFKA_TOPIC_REPLICATION = envint("KAFKA_TOPIC_REPLICATION", 1)
 # Apache Kafka supports the idempotent producer; the embedded broker does not.
@@ -209,6 +181,9 @@ check_kafka_security(
 )
 
 EVENT_SOURCE = os.getenv("EVENTSITE_EVENT_SOURCE", "/eventsite")
+# "id:secret,..." signing the site's events (the first signs, all verify); unset:
+# a key derived from SECRET_KEY and SECRET_KEY_FALLBACKS (monitor.events.signing).
+EVENT_SIGNING_KEYS = os.getenv("EVENT_SIGNING_KEYS", "")
 # Publish each event right after its transaction commits; off leaves it to the
 # outbox relay alone.
 EVENTS_PUBLISH_EAGERLY = envbool("EVENTSITE_PUBLISH_EAGERLY", True)

@@ -17,6 +17,8 @@ from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import URLPattern, path
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from monitor.admin_analytics.export import csv_response
 from monitor.admin_analytics.views import analytics_page, export_events
@@ -26,6 +28,7 @@ from monitor.models import (
     ApiToken,
     Comment,
     DeadLetter,
+    DeadLetterGroup,
     EventMinuteCount,
     Follow,
     Like,
@@ -36,7 +39,7 @@ from monitor.models import (
     UserDayActivity,
 )
 from monitor.security.tokens import token_create, token_revoke
-from monitor.workers.deadletters import redrive_now
+from monitor.workers.redrive import groups_waiting, redrive_now
 
 _ModelT = TypeVar("_ModelT", bound=Model)
 
@@ -199,37 +202,59 @@ class OutboxEventAdmin(ReadOnlyAdmin[OutboxEvent]):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin[DeadLetter]):
-    list_display = ("created_at", "group", "position", "size", "reason", "redriven_at")
-    list_filter = ("group", ("redriven_at", admin.EmptyFieldListFilter))
-    search_fields = ("reason",)
+    """One row per record, whichever groups refused it, with each group's part:
+    why it refused it and how often, or that it has stored it since."""
+
+    list_display = ("created_at", "position", "size", "group_parts", "redriven_at")
+    list_filter = ("groups__group", ("redriven_at", admin.EmptyFieldListFilter))
+    search_fields = ("groups__reason",)
     readonly_fields = (
-        "group",
         "topic",
         "partition",
         "offset",
         "size",
-        "reason",
+        "group_parts",
         "preview",
         "created_at",
         "redriven_at",
     )
-    exclude = ("key", "value")
+    exclude = ("key", "value", "headers")
     actions = ["redrive"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DeadLetter]:
+        return super().get_queryset(request).prefetch_related("groups")
 
     @admin.display(description="position")
     def position(self, letter: DeadLetter) -> str:
         return f"{letter.topic}[{letter.partition}]@{letter.offset}"
 
+    @admin.display(description="groups")
+    def group_parts(self, letter: DeadLetter) -> str:
+        parts = ((_part_text(part),) for part in letter.groups.all())
+        return format_html_join(mark_safe("<br>"), "{}", parts)
+
     @admin.action(description="Re-drive selected dead letters onto the events topic")
     def redrive(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         letters = list(queryset)
+        stored = len(letters) - len(groups_waiting(letter.pk for letter in letters))
         try:
             done = redrive_now(letters)
         except Exception as exc:  # noqa: BLE001 - shown to the operator
             self.message_user(request, f"Re-drive failed: {exc}", messages.ERROR)
             return
-        level = messages.SUCCESS if done == len(letters) else messages.WARNING
-        self.message_user(request, f"Re-drove {done} of {len(letters)} dead letters.", level)
+        level = messages.SUCCESS if done + stored == len(letters) else messages.WARNING
+        text = f"Re-drove {done} of {len(letters)} dead letters."
+        if stored:
+            text += f" {stored} stored by every group since: not sent again."
+        self.message_user(request, text, level)
+
+
+def _part_text(part: DeadLetterGroup) -> str:
+    """One group's part of a dead letter, in a line."""
+    if part.stored_at is not None:
+        return f"{part.group}: stored since (had refused it: {part.reason})"
+    tries = f" ({part.attempts} attempts)" if part.attempts > 1 else ""
+    return f"{part.group}: {part.reason}{tries}"
 
 
 @admin.register(ApiToken)

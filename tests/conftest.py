@@ -51,6 +51,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+# Fixtures through which a test reaches the test database (directly, or from
+# the product processes it starts on it).
+DATABASE_FIXTURES = {"django_db_setup", "db", "transactional_db", "django_db_blocker"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``EVENTSITE_DATABASE_TESTS_ONLY=1`` (``make test-postgres``), only the
+    tests that reach the test database run: the others cannot see which
+    database is configured, and ran already in the suite on SQLite."""
+    if os.environ.get("EVENTSITE_DATABASE_TESTS_ONLY") != "1":
+        return
+    kept, left = [], []
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        uses_database = item.get_closest_marker("django_db") is not None
+        (kept if uses_database or fixtures & DATABASE_FIXTURES else left).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session", autouse=True)
 def kafka_broker() -> Iterator[EmbeddedBroker]:
     """One embedded broker for the whole session, on a free port."""

@@ -1,4 +1,8 @@
-"""The raw events as CSV, streamed in chunks."""
+"""The raw events as CSV, streamed in chunks.
+
+One row per event, of any type and source: ``id`` is the id its envelope
+carried, ``verified`` whether it is the site's own signed event.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -25,12 +30,27 @@ EXPORT_COLUMNS = (
     "actor",
     "subject",
     "source",
+    "verified",
     "topic",
     "partition",
     "offset",
     "data",
 )
-FIELDS = ("time", "type", "event_id", "actor", "subject", "source", "topic", "partition", "offset")
+# What each row is written from (see _csv_row).
+READ = (
+    "time",
+    "type",
+    "cloudevent_id",
+    "event_id",
+    "actor",
+    "subject",
+    "source",
+    "verified",
+    "topic",
+    "partition",
+    "offset",
+    "data",
+)
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -48,22 +68,32 @@ def csv_chunks(events: QuerySet[AnalyticsEvent], rows: int | None = None) -> Ite
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(EXPORT_COLUMNS)
-    values = events.order_by("time", "id").values_list(*FIELDS, "data")
-    for count, (moment, *texts, partition, offset, data) in enumerate(
-        values.iterator(chunk_size=rows), 1
-    ):
-        writer.writerow(
-            [
-                format_time(moment),
-                *(csv_cell(str(text)) for text in texts),
-                partition,
-                offset,
-                csv_cell(json.dumps(data, ensure_ascii=False, separators=(",", ":"))),
-            ]
-        )
+    values = events.order_by("time", "id").values_list(*READ)
+    for count, row in enumerate(values.iterator(chunk_size=rows), 1):
+        writer.writerow(_csv_row(row))
         if count % rows == 0:
             yield _drain(buffer)
     yield _drain(buffer)
+
+
+def _csv_row(row: tuple[Any, ...]) -> list[Any]:
+    """One event's cells (EXPORT_COLUMNS) from its READ values."""
+    moment, kind, own_id, key, actor, subject, source, verified, topic, partition, offset, data = (
+        row
+    )
+    return [
+        format_time(moment),
+        csv_cell(kind),
+        csv_cell(own_id or str(key)),  # blank in rows recorded before it was kept
+        csv_cell(actor),
+        csv_cell(subject),
+        csv_cell(source),
+        "true" if verified else "false",
+        csv_cell(topic),
+        partition,
+        offset,
+        csv_cell(json.dumps(data, ensure_ascii=False, separators=(",", ":"))),
+    ]
 
 
 def _drain(buffer: io.StringIO) -> str:

@@ -1,4 +1,8 @@
-"""The analytics page's filters: a range of UTC days and event types."""
+"""The analytics page's filters: a range of UTC days, event types and sources.
+
+Types and sources are any strings (analytics counts every CloudEvent, not
+only the site's own types), at most as long as the columns that hold them.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from urllib.parse import urlencode
 
 from django.http import QueryDict
 
-from monitor.events.schema import EVENT_TYPES
+from monitor.models import EventMinuteCount
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
+# Values of one filter (types, or sources) at once.
+MAX_CHOICES = 100
 EARLIEST = date(1970, 1, 1)
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -26,6 +32,7 @@ class Filters:
     first: date
     last: date  # included
     types: tuple[str, ...] = ()  # empty: every type
+    sources: tuple[str, ...] = ()  # empty: every source
 
     @property
     def start(self) -> datetime:
@@ -43,13 +50,15 @@ class Filters:
     def query(self) -> str:
         """These filters as a query string."""
         pairs = [("from", self.first.isoformat()), ("to", self.last.isoformat())]
-        return urlencode(pairs + [("type", name) for name in self.types])
+        pairs += [("type", name) for name in self.types]
+        return urlencode(pairs + [("source", name) for name in self.sources])
 
 
 def parse_filters(params: QueryDict, *, today: date) -> Filters:
     """The filters in a query string: ``from`` and ``to`` (YYYY-MM-DD, UTC days,
     both included; by default the 30 days up to ``today``) and any number of
-    ``type``. Raise BadFilter with a message for anything else."""
+    ``type`` and ``source`` (empty values are ignored). Raise BadFilter with a
+    message for anything else."""
     last = _day(params, "to") or today
     first = _day(params, "from") or max(EARLIEST, last - timedelta(days=DEFAULT_DAYS - 1))
     if first > last:
@@ -57,11 +66,21 @@ def parse_filters(params: QueryDict, *, today: date) -> Filters:
     span = (last - first).days + 1
     if span > MAX_DAYS:
         raise BadFilter(f"The range has {span} days; at most {MAX_DAYS} are shown at once.")
-    types = params.getlist("type")
-    unknown = sorted(set(types) - EVENT_TYPES)
-    if unknown:
-        raise BadFilter(f"Unknown event type {unknown[0][:100]!r}.")
-    return Filters(first, last, tuple(sorted(set(types))))
+    return Filters(first, last, _choices(params, "type"), _choices(params, "source"))
+
+
+def _choices(params: QueryDict, name: str) -> tuple[str, ...]:
+    """The distinct values of filter ``name``, sorted; each must fit its column."""
+    chosen = sorted(set(filter(None, params.getlist(name))))
+    if len(chosen) > MAX_CHOICES:
+        raise BadFilter(f"At most {MAX_CHOICES} values of '{name}' are used at once.")
+    longest: int = getattr(EventMinuteCount._meta.get_field(name), "max_length", None) or 0
+    for value in chosen:
+        if len(value) > longest:
+            raise BadFilter(f"A '{name}' is at most {longest} characters: {value[:40]!r}...")
+        if "\x00" in value:
+            raise BadFilter(f"A '{name}' cannot hold a NUL character: {value[:40]!r}.")
+    return tuple(chosen)
 
 
 def _day(params: QueryDict, name: str) -> date | None:

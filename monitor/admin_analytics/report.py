@@ -37,6 +37,11 @@ class Report:
     rate_unit: str
     rate_buckets: list[int]  # epoch seconds
     rates: dict[str, list[int]]  # events per bucket per type
+    source_totals: dict[str, int] = field(default_factory=dict)  # events per source
+    source_rates: dict[str, list[int]] = field(default_factory=dict)  # per bucket per source
+    # What the filters offer: the site's types and every type and source in the range.
+    type_choices: list[str] = field(default_factory=list)
+    source_choices: list[str] = field(default_factory=list)
     top_posts: list[dict[str, Any]] = field(default_factory=list)
     top_users: list[dict[str, Any]] = field(default_factory=list)
     pruned_before: datetime | None = None
@@ -50,7 +55,8 @@ class Report:
         ]
 
     def sums(self) -> dict[str, int]:
-        """Totals over the range: events (of the types shown), posts, likes, comments."""
+        """Totals over the range: events (of the types and sources shown), posts,
+        likes, comments."""
         return {
             "events": sum(self.totals.values()),
             "posts": sum(self.posts),
@@ -66,20 +72,24 @@ class Report:
             "posts": self.posts,
             "likes": self.likes,
             "comments": self.comments,
-            "rates": {"unit": self.rate_unit, "buckets": self.rate_buckets, "series": self.rates},
+            "rates": {
+                "unit": self.rate_unit,
+                "buckets": self.rate_buckets,
+                "series": self.rates,
+                "sources": self.source_rates,
+            },
         }
 
 
 def build_report(filters: Filters) -> Report:
-    """The page's figures: six aggregate queries (five GROUP BY), then the
+    """The page's figures: seven aggregate queries (six GROUP BY), then the
     posts and users of the top lists by primary key, and the pruning horizon."""
     days = [filters.first + timedelta(days=n) for n in range(filters.days)]
     active = _active_per_day(filters)
     per_day = _counts_per_day(filters, ("photo.posted", "photo.liked", "comment.added"))
     unit, width, _ = next(bucket for bucket in RATE_BUCKETS if filters.days <= bucket[2])
-    buckets, rates = _rates(filters, unit, width)
-    totals = dict.fromkeys(filters.types or sorted(EVENT_TYPES), 0)
-    totals.update({name: sum(series) for name, series in rates.items()})
+    buckets, rates, source_rates = _rates(filters, unit, width)
+    types, sources = _in_range_choices(filters)
     return Report(
         filters=filters,
         days=days,
@@ -88,27 +98,56 @@ def build_report(filters: Filters) -> Report:
         likes=[per_day.get((day, "photo.liked"), 0) for day in days],
         comments=[per_day.get((day, "comment.added"), 0) for day in days],
         active_in_range=_active_in_range(filters),
-        totals=dict(sorted(totals.items())),
+        totals=_totals(rates, filters.types or sorted(EVENT_TYPES)),
         rate_unit=unit,
         rate_buckets=buckets,
-        rates={
-            name: series
-            for name, series in sorted(rates.items())
-            if any(series) or name in filters.types
-        },
+        rates=_shown(rates, filters.types),
+        source_totals=_totals(source_rates, filters.sources),
+        source_rates=_shown(source_rates, filters.sources),
+        type_choices=sorted(EVENT_TYPES | types | set(filters.types)),
+        source_choices=sorted(sources | set(filters.sources)),
         top_posts=top_posts(filters),
         top_users=top_users(filters),
         pruned_before=pruned_before(),
     )
 
 
+def _totals(series: dict[str, list[int]], always: Iterable[str]) -> dict[str, int]:
+    """Events per name over the range, sorted by name; ``always`` listed even at 0."""
+    totals = dict.fromkeys(always, 0)
+    totals.update({name: sum(values) for name, values in series.items()})
+    return dict(sorted(totals.items()))
+
+
+def _shown(series: dict[str, list[int]], chosen: Iterable[str]) -> dict[str, list[int]]:
+    """The series worth a line: those with events, and those chosen in the filters."""
+    return {
+        name: values for name, values in sorted(series.items()) if any(values) or name in chosen
+    }
+
+
 def _in_range(queryset: QuerySet[Any], filters: Filters) -> QuerySet[Any]:
     return queryset.filter(day__gte=filters.first, day__lte=filters.last)
 
 
-def _minutes(filters: Filters, types: Iterable[str]) -> QuerySet[EventMinuteCount]:
+def _minutes(
+    filters: Filters, types: Iterable[str], sources: Iterable[str] = ()
+) -> QuerySet[EventMinuteCount]:
     counts = EventMinuteCount.objects.filter(minute__gte=filters.start, minute__lt=filters.end)
-    return counts.filter(type__in=list(types)) if types else counts
+    types, sources = list(types), list(sources)
+    counts = counts.filter(type__in=types) if types else counts
+    return counts.filter(source__in=sources) if sources else counts
+
+
+def _in_range_choices(filters: Filters) -> tuple[set[str], set[str]]:
+    """The types and the sources of the events in the range, whatever the filters."""
+    rows = _minutes(filters, ()).values_list("type", "source").annotate(n=Sum("count")).order_by()
+    types: set[str] = set()
+    sources: set[str] = set()
+    for event_type, source, _ in rows:
+        types.add(event_type)
+        sources.add(source)
+    return types, sources
 
 
 def _active_per_day(filters: Filters) -> dict[date, int]:
@@ -123,7 +162,7 @@ def _active_in_range(filters: Filters) -> int:
 
 def _counts_per_day(filters: Filters, types: tuple[str, ...]) -> dict[tuple[date, str], int]:
     rows = (
-        _minutes(filters, types)
+        _minutes(filters, types, filters.sources)
         .annotate(day=TruncDate("minute", tzinfo=UTC))
         .values("day", "type")
         .annotate(n=Sum("count"))
@@ -132,8 +171,11 @@ def _counts_per_day(filters: Filters, types: tuple[str, ...]) -> dict[tuple[date
     return {(row["day"], row["type"]): row["n"] for row in rows}
 
 
-def _rates(filters: Filters, unit: str, width: int) -> tuple[list[int], dict[str, list[int]]]:
-    """Events per bucket per type over the range, every bucket present."""
+Series = dict[str, list[int]]
+
+
+def _rates(filters: Filters, unit: str, width: int) -> tuple[list[int], Series, Series]:
+    """Events per bucket over the range, per type and per source, every bucket present."""
     start = int(filters.start.timestamp())
     buckets = list(range(start, int(filters.end.timestamp()), width))
     bucket = (
@@ -142,17 +184,19 @@ def _rates(filters: Filters, unit: str, width: int) -> tuple[list[int], dict[str
         else Trunc("minute", unit, output_field=DateTimeField(), tzinfo=UTC)
     )
     rows = (
-        _minutes(filters, filters.types)
+        _minutes(filters, filters.types, filters.sources)
         .annotate(bucket=bucket)
-        .values("bucket", "type")
+        .values("bucket", "type", "source")
         .annotate(n=Sum("count"))
         .order_by()
     )
-    series = {name: [0] * len(buckets) for name in filters.types}
+    by_type: Series = {name: [0] * len(buckets) for name in filters.types}
+    by_source: Series = {name: [0] * len(buckets) for name in filters.sources}
     for row in rows:
         index = (int(row["bucket"].timestamp()) - start) // width
-        series.setdefault(row["type"], [0] * len(buckets))[index] += row["n"]
-    return buckets, series
+        by_type.setdefault(row["type"], [0] * len(buckets))[index] += row["n"]
+        by_source.setdefault(row["source"], [0] * len(buckets))[index] += row["n"]
+    return buckets, by_type, by_source
 
 
 def top_posts(filters: Filters, limit: int = TOP_ROWS) -> list[dict[str, Any]]:

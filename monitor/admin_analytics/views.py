@@ -26,6 +26,7 @@ def analytics_page(
         "title": "Analytics",
         "opts": model_admin.model._meta,
         "event_types": sorted(EVENT_TYPES),
+        "event_sources": [],
         "params": request.GET,
     }
     try:
@@ -36,14 +37,20 @@ def analytics_page(
         context["error"] = str(exc)
         return TemplateResponse(request, "admin/monitor/analytics.html", context, status=400)
     report = build_report(filters)
-    context.update(filters=filters, report=report, chart_data=report.chart_data())
+    context.update(
+        filters=filters,
+        report=report,
+        chart_data=report.chart_data(),
+        event_types=report.type_choices,
+        event_sources=report.source_choices,
+    )
     return TemplateResponse(request, "admin/monitor/analytics.html", context)
 
 
 def export_events(
     request: HttpRequest, model_admin: admin.ModelAdmin[AnalyticsEvent]
 ) -> HttpResponseBase:
-    """The raw events in the page's range and types, as CSV."""
+    """The raw events in the page's range, types and sources, as CSV."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     try:
@@ -55,4 +62,6 @@ def export_events(
     events = AnalyticsEvent.objects.filter(time__gte=filters.start, time__lt=filters.end)
     if filters.types:
         events = events.filter(type__in=filters.types)
+    if filters.sources:
+        events = events.filter(source__in=filters.sources)
     return csv_response(request, events, name=f"events-{filters.first}-{filters.last}")

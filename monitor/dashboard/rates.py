@@ -52,7 +52,9 @@ def event_rates(*, minutes: int, now: datetime | None = None) -> dict[str, Any]:
     is complete; each bucket is present, zeros included, and every series
     has one value per bucket. ``counters`` holds the totals of all time (from
     the per-minute counts, exact even once raw events are pruned) and those
-    of the 60 seconds up to ``now`` (events stamped later wait until then).
+    of the 60 seconds up to ``now`` (events stamped later wait until then);
+    ``sources_by_type`` splits the totals of all time by the events' sources,
+    and holds only the types recorded at least once.
     """
     now = now or timezone.now()
     width = RATE_BUCKET_SECONDS[minutes]
@@ -71,12 +73,8 @@ def event_rates(*, minutes: int, now: datetime | None = None) -> dict[str, Any]:
         .annotate(events=Count("id"), recent=Count("id", filter=Q(time__gte=minute_ago)))
         .order_by()
     )
-    totals = dict(
-        EventMinuteCount.objects.values("type")
-        .annotate(events=Sum("count"))
-        .order_by()
-        .values_list("type", "events")
-    )
+    sources_by_type = _totals_by_source()
+    totals = {event_type: sum(sources.values()) for event_type, sources in sources_by_type.items()}
     types = sorted(EVENT_TYPES | totals.keys() | {row["type"] for row in grouped})
     per_bucket = {event_type: [0] * count for event_type in types}
     last_minute = dict.fromkeys(types, 0)
@@ -100,5 +98,30 @@ def event_rates(*, minutes: int, now: datetime | None = None) -> dict[str, Any]:
             "by_type": by_type,
             "last_minute": sum(last_minute.values()),
             "last_minute_by_type": last_minute,
+            "sources_by_type": sources_by_type,
         },
     }
+
+
+def _totals_by_source() -> dict[str, dict[str, int]]:
+    """Per type recorded, per source: how many events of all time (one query)."""
+    found: dict[str, dict[str, int]] = {}
+    for event_type, source, events in (
+        EventMinuteCount.objects.values("type", "source")
+        .annotate(events=Sum("count"))
+        .order_by()
+        .values_list("type", "source", "events")
+    ):
+        found.setdefault(event_type, {})[source] = int(events or 0)
+    return found
+
+
+def seen_types() -> dict[str, int]:
+    """Every event type analytics recorded, with how many of it (all time), by name."""
+    totals = (
+        EventMinuteCount.objects.values("type")
+        .annotate(events=Sum("count"))
+        .order_by("type")
+        .values_list("type", "events")
+    )
+    return {event_type: int(events or 0) for event_type, events in totals}

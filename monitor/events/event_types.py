@@ -185,3 +185,16 @@ def _required_data_fields(envelope: type) -> tuple[str, dict[str, type]]:
 # The data fields each event type must carry, with their JSON types.
 DATA_FIELDS: dict[str, dict[str, type]] = dict(map(_required_data_fields, get_args(TypedEvent)))
 EVENT_TYPES = frozenset(DATA_FIELDS)
+
+# The types the public feed shows live: all that a user who is not staff may
+# receive on the event stream (and only when the site signed them).
+PUBLIC_TYPES = frozenset(
+    {
+        "photo.posted",
+        "photo.deleted",
+        "photo.liked",
+        "photo.unliked",
+        "comment.added",
+        "comment.deleted",
+    }
+)

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from monitor.events.event_types import DATA_FIELDS, EVENT_TYPES, Event, EventData
 
@@ -33,9 +33,12 @@ __all__ = [
     "EventData",
     "InvalidEvent",
     "ParsedEvent",
+    "CloudEvent",
     "build_event",
+    "decode_value",
     "encode_event",
     "format_time",
+    "parse_cloudevent",
     "parse_event",
     "parse_record",
     "parse_time",
@@ -135,6 +138,13 @@ def parse_event(raw: bytes | None, *, max_bytes: int | None = None) -> Event:
 
 def parse_record(raw: bytes | None, *, max_bytes: int | None = None) -> ParsedEvent:
     """:func:`parse_event`, keeping the parsed id and time for a consumer that needs them."""
+    event = decode_value(raw, max_bytes=max_bytes)
+    return ParsedEvent(event, *validate_event(event))
+
+
+def decode_value(raw: bytes | None, *, max_bytes: int | None = None) -> Any:
+    """A record value's JSON, decoded as strictly as a database stores it; raise
+    InvalidEvent with a reason for anything else."""
     if raw is None:
         raise InvalidEvent("record has no value")
     if max_bytes is not None and len(raw) > max_bytes:
@@ -147,16 +157,57 @@ def parse_record(raw: bytes | None, *, max_bytes: int | None = None) -> ParsedEv
         # json.loads refuses a byte order mark; its decoder alone does not.
         raise InvalidEvent("value is not JSON: Unexpected UTF-8 BOM (decode using utf-8-sig) at 0")
     try:
-        event = _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"value is not JSON: {exc.msg} at {exc.pos}") from None
     if "\\ud" in text or "\\uD" in text:
         # json.loads accepts escaped lone surrogates, which no database can store.
         try:
-            json.dumps(event, ensure_ascii=False).encode("utf-8")
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidEvent("value has an unpaired UTF-16 surrogate escape") from None
-    return ParsedEvent(event, *validate_event(event))
+    return value
+
+
+class CloudEvent(NamedTuple):
+    """Any CloudEvents 1.0 envelope, of any type and source: what the monitor
+    shows and analytics counts. ``site_error`` is None when it is also a
+    valid event of one of the site's own types (:func:`validate_event`),
+    else why it is not."""
+
+    event: Event
+    time: datetime | None  # in UTC; None if the envelope has no time
+    site_error: str | None
+
+
+def parse_cloudevent(raw: bytes | None, *, max_bytes: int | None = None) -> CloudEvent:
+    """Decode any CloudEvent (structured JSON mode); raise InvalidEvent with a
+    reason if ``raw`` is not one. Beyond the specification's required
+    attributes, ``time`` must be RFC 3339 and ``subject`` a string where given."""
+    decoded: dict[str, Any] = decode_value(raw, max_bytes=max_bytes)
+    if not isinstance(decoded, dict):
+        raise InvalidEvent("value is not a CloudEvent: not a JSON object")
+    if "specversion" not in decoded:
+        raise InvalidEvent("value is not a CloudEvent: no specversion")
+    if decoded["specversion"] != SPEC_VERSION:
+        raise InvalidEvent(f"unsupported specversion {str(decoded['specversion'])[:16]!r}")
+    for name in ("id", "source", "type"):
+        value = decoded.get(name)
+        if not isinstance(value, str) or not value:
+            raise InvalidEvent(f"{name} is missing or not a non-empty string")
+    for name in ("subject", "datacontenttype", "time"):
+        if name in decoded and not isinstance(decoded[name], str):
+            raise InvalidEvent(f"{name} is not a string")
+    envelope = cast(Event, decoded)
+    moment = parse_time(envelope["time"]) if "time" in envelope else None
+    if envelope["type"] not in EVENT_TYPES:
+        return CloudEvent(envelope, moment, "not one of the site's event types")
+    try:
+        _, moment = validate_event(envelope)
+        site_error = None
+    except InvalidEvent as exc:
+        site_error = exc.reason
+    return CloudEvent(envelope, moment, site_error)
 
 
 def _reject_constant(name: str) -> object:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from monitor.events import outbox
+from monitor.events import outbox, signing
 from monitor.kafka import clients as kafka
 from monitor.models import OutboxEvent
 
@@ -94,7 +94,10 @@ async def _send_and_wait(
     """(acknowledged event ids, failed event ids, the last failure's description)."""
     deliveries = []
     for row in rows:
-        delivery = await producer.send(row.topic, bytes(row.payload), key=row.key.encode())
+        value = bytes(row.payload)
+        delivery = await producer.send(
+            row.topic, value, key=row.key.encode(), headers=[signing.sign(value)]
+        )
         deliveries.append((str(row.event_id), delivery))
     acknowledged: list[str] = []
     failed: list[str] = []

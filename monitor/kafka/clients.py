@@ -46,6 +46,11 @@ async def fetch_cluster_id(client: AIOKafkaConsumer | AIOKafkaProducer) -> str |
     return patches.cluster_id_of(await _inner(client).fetch_all_metadata())
 
 
+def known_topics(client: AIOKafkaConsumer | AIOKafkaProducer) -> set[str]:
+    """Every topic in the client's latest metadata, internal ones included."""
+    return set(_inner(client).cluster.topics(exclude_internal_topics=False))
+
+
 async def refresh_metadata(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
     """Ask the broker now for the cluster metadata, so that the client knows
     topics and partitions created since its last refresh; raise if no broker answers."""
@@ -188,6 +193,11 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **options)
 
 
+def make_admin(**overrides: Any) -> AIOKafkaAdminClient:
+    """An admin client with the connection's settings (:func:`connection_options`)."""
+    return AIOKafkaAdminClient(**{**connection_options(), **overrides})
+
+
 async def group_lag(group_id: str, topic: str) -> dict[int, dict[str, int | None]]:
     """Per partition: the log end offset, the group's committed offset and the lag.
 
@@ -222,7 +232,7 @@ async def ensure_topics(names: Iterable[str] | None = None) -> None:
 
 async def ensure_topics_with(partitions: dict[str, int]) -> None:
     """Create the topics of ``partitions`` that are missing, each with its number of partitions."""
-    admin = AIOKafkaAdminClient(**connection_options())
+    admin = make_admin()
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -9,11 +9,12 @@ filter, once for all.
 
 from __future__ import annotations
 
-import json
 import time
 
-from monitor.events.schema import Event
+from aiokafka import TopicPartition
+
 from monitor.live.filters import EventFilter
+from monitor.live.items import View, position_of, view_of
 from monitor.live.protocol import events_frame
 from monitor.live.wire import Frame
 
@@ -24,22 +25,22 @@ class Batch:
     def __init__(
         self,
         items: list[str],
-        events: list[Event | None],
-        positions: list[tuple[int, int] | None] | None = None,
+        views: list[View | None],
+        positions: list[tuple[TopicPartition, int] | None] | None = None,
     ) -> None:
         self.items = items
-        self.events = events
-        self.positions: list[tuple[int, int] | None] = (
+        self.views = views
+        self.positions: list[tuple[TopicPartition, int] | None] = (
             positions if positions is not None else [None] * len(items)
         )
         # The live line's ends when this batch was cut: every later batch's
         # events are at or past them.
-        self.end: dict[int, int] = {}
+        self.end: dict[TopicPartition, int] = {}
         self.sent_ms = int(time.time() * 1000)
         self._frames: dict[object, tuple[Frame, int]] = {}
 
     def frame_for(
-        self, event_filter: EventFilter | None, floor: dict[int, int] | None = None
+        self, event_filter: EventFilter | None, floor: dict[TopicPartition, int] | None = None
     ) -> tuple[Frame, int]:
         """The frame of the events ``event_filter`` lets through, and how many they are.
 
@@ -54,33 +55,32 @@ class Batch:
             else:
                 chosen = [
                     item
-                    for item, event, position in zip(
-                        self.items, self._envelopes(), self._positions(), strict=True
+                    for item, view, position in zip(
+                        self.items, self._views(), self._positions(), strict=True
                     )
                     if (floor is None or position[1] >= floor.get(position[0], 0))
-                    and (event_filter is None or event_filter.matches(event))
+                    and (event_filter is None or event_filter.matches(view))
                 ]
             frame = Frame(events_frame(chosen, sent_ms=self.sent_ms))
             cached = self._frames[key] = (frame, len(chosen))
         return cached
 
-    def passed(self, floor: dict[int, int]) -> bool:
+    def passed(self, floor: dict[TopicPartition, int]) -> bool:
         """Whether every later batch is past ``floor``, so that it no longer matters."""
         return all(self.end.get(partition, 0) >= offset for partition, offset in floor.items())
 
-    def _envelopes(self) -> list[Event]:
-        envelopes: list[Event] = []
-        for index, event in enumerate(self.events):
-            if event is None:  # published without its envelope: take it from the item
-                event = self.events[index] = json.loads(self.items[index])["event"]
-            envelopes.append(event)
-        return envelopes
+    def _views(self) -> list[View]:
+        views: list[View] = []
+        for index, view in enumerate(self.views):
+            if view is None:  # published without its view: take it from the item
+                view = self.views[index] = view_of(self.items[index])
+            views.append(view)
+        return views
 
-    def _positions(self) -> list[tuple[int, int]]:
-        positions: list[tuple[int, int]] = []
+    def _positions(self) -> list[tuple[TopicPartition, int]]:
+        positions: list[tuple[TopicPartition, int]] = []
         for index, position in enumerate(self.positions):
             if position is None:
-                item = json.loads(self.items[index])
-                position = self.positions[index] = (item["partition"], item["offset"])
+                position = self.positions[index] = position_of(view_of(self.items[index]))
             positions.append(position)
         return positions

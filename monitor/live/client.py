@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from aiokafka import TopicPartition
+
 from monitor.live.filters import EventFilter
 
 
@@ -29,7 +31,7 @@ class LiveClient(Protocol):
     filter: EventFilter | None
     # After a replay, per partition, the first offset the hub still owes it
     # (events below it were replayed already); None: no floor.
-    floor: dict[int, int] | None
+    floor: dict[TopicPartition, int] | None
     # Events written (or queued) to this client so far.
     delivered: int
 

@@ -27,6 +27,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from aiokafka import TopicPartition
+
 from monitor.live.client import ClientGone
 from monitor.live.filters import EventFilter
 from monitor.live.protocol import CLOSE_TOO_SLOW, gap_frame
@@ -58,7 +60,7 @@ class DirectStream:
     ) -> None:
         self.socket = socket
         self.filter: EventFilter | None = None
-        self.floor: dict[int, int] | None = None
+        self.floor: dict[TopicPartition, int] | None = None
         self._max_buffered = max_buffered_bytes
         self._slow_close = slow_close_seconds
         self.missed = 0
@@ -178,7 +180,7 @@ class ClientStream:
         self._close = close
         self._close_code: int | None = None
         self.filter: EventFilter | None = None
-        self.floor: dict[int, int] | None = None
+        self.floor: dict[TopicPartition, int] | None = None
         self._max_frames = max_frames
         self._queue: deque[str] = deque()
         self._wake = asyncio.Event()

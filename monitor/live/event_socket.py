@@ -22,6 +22,7 @@ anything else gets an error frame and the connection stays open (see
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 from urllib.parse import parse_qs
@@ -33,6 +34,7 @@ from monitor.live.client import ClientGone, LiveClient
 from monitor.live.delivery import ClientStream, DirectStream
 from monitor.live.filters import BadFilter, EventFilter
 from monitor.live.hub import hub
+from monitor.live.items import position_key, watched_topics
 from monitor.live.json_socket import JsonSocket
 from monitor.live.protocol import (
     CLOSE_BAD_REQUEST,
@@ -47,13 +49,15 @@ from monitor.live.wire import DIRECT_SOCKET_EXTENSION
 
 logger = logging.getLogger(__name__)
 
-FILTER_PARAMS = ("actor", "subject", "text")
+FILTER_PARAMS = ("actor", "subject", "text", "kind")
+LIST_PARAMS = ("types", "topics")
 
 
 class EventStreamConsumer(JsonSocket):
     client: LiveClient | None = None
     replay_task: asyncio.Task[None] | None = None
     watcher_id: int | None = None  # counted as watching (see monitor.live.presence)
+    sees_everything = False  # staff (or everyone, with the dashboard open to all)
 
     async def connect(self) -> None:
         user = await accept_signed_in(self)
@@ -73,13 +77,18 @@ class EventStreamConsumer(JsonSocket):
             await self.send_error("broker_unavailable", str(exc))
             await self.close(code=CLOSE_UNAVAILABLE)
             return
+        staff = bool(getattr(user, "is_staff", False))
+        self.sees_everything = staff or not settings.DASHBOARD_STAFF_ONLY
         client = self.client = self._open_client()
-        client.filter = None if event_filter.matches_everything else event_filter
+        client.filter = self._scoped(event_filter)
         # From here to joining the hub there is no await: the welcome's
         # positions are exactly where this client's events start.
         topic = settings.KAFKA_EVENTS_TOPIC
-        positions = hub.line.positions()
-        client.send_now(welcome_frame(user=user.get_username(), topic=topic, positions=positions))
+        positions = {position_key(tp): offset for tp, offset in hub.line.positions().items()}
+        welcome = welcome_frame(
+            user=user.get_username(), topic=topic, topics=watched_topics(), positions=positions
+        )
+        client.send_now(welcome)
         if request is None:
             client.floor = hub.line.ends()
             hub.add(client)
@@ -87,6 +96,12 @@ class EventStreamConsumer(JsonSocket):
             self.start_replay(request)
         self.watcher_id = user.pk
         await presence.watcher_joined(user.pk)
+
+    def _scoped(self, event_filter: EventFilter) -> EventFilter | None:
+        """``event_filter`` within what this connection's user may see (None: everything)."""
+        if not self.sees_everything:
+            return dataclasses.replace(event_filter, public_only=True)
+        return None if event_filter.matches_everything else event_filter
 
     def _open_client(self) -> LiveClient:
         socket = self.scope.get("extensions", {}).get(DIRECT_SOCKET_EXTENSION)
@@ -136,7 +151,7 @@ class EventStreamConsumer(JsonSocket):
             hub.detach(client)
             client.floor = None
             client.announce_missed()  # owed from before: told now, not lost
-        client.filter = None if event_filter.matches_everything else event_filter
+        client.filter = self._scoped(event_filter)
         client.send_now(subscribed_frame(event_filter.describe()))
         if request is not None:
             self.start_replay(request)
@@ -185,9 +200,12 @@ def requested_at_connect(query_string: bytes) -> tuple[EventFilter, ReplayReques
     """The filter and replay a client asked for in its connection's query string."""
     params = parse_qs(query_string.decode("latin-1"))
     described: dict[str, Any] = {}
-    if params.get("types"):
-        described["types"] = [t for t in ",".join(params["types"]).split(",") if t]
+    for name in LIST_PARAMS:
+        if params.get(name):
+            described[name] = [t for t in ",".join(params[name]).split(",") if t]
     for name in FILTER_PARAMS:
         if params.get(name):
             described[name] = params[name][-1]
+    if params.get("verified"):
+        described["verified"] = {"true": True, "false": False}.get(params["verified"][-1], "?")
     return EventFilter.from_message(described), ReplayRequest.from_query(params)

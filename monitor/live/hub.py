@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka import TopicPartition
 from django.conf import settings
 
-from monitor.events.schema import Event
 from monitor.live.batch import Batch
 from monitor.live.client import LiveClient
+from monitor.live.items import View
 from monitor.live.line import LiveLine
 from monitor.live.protocol import gap_frame
 from monitor.live.reader_keeper import ReaderKeeper
@@ -52,8 +53,8 @@ class FanoutHub:
         # read it to hand their clients over, and to need no broker at all.
         self.line = LiveLine(settings.STREAM_RECENT_EVENTS)
         self._pending: list[str] = []
-        self._pending_events: list[Event | None] = []
-        self._pending_positions: list[tuple[int, int] | None] = []
+        self._pending_views: list[View | None] = []
+        self._pending_positions: list[tuple[TopicPartition, int] | None] = []
         # Replays in progress: they keep the reader running without being clients yet.
         self._holds = 0
         self._flush_scheduled = False
@@ -137,12 +138,12 @@ class FanoutHub:
     def publish(
         self,
         items: list[str],
-        events: list[Event] | None = None,
-        positions: list[tuple[int, int]] | None = None,
+        views: list[View] | None = None,
+        positions: list[tuple[TopicPartition, int]] | None = None,
     ) -> None:
-        """Queue encoded events (``{"topic":..,"partition":..,"offset":..,"event":..}``),
-        with their envelopes and (partition, offset) when the caller has them
-        at hand (filters and replay hand-overs use them).
+        """Queue encoded items (see :mod:`monitor.live.items`), with their views
+        and (partition, offset) when the caller has them at hand (filters and
+        replay hand-overs use them).
 
         Frames are paced, not delayed: after a quiet tick the first events go
         out at once; while events keep coming, one frame per tick carries all
@@ -153,7 +154,7 @@ class FanoutHub:
         if not items:
             return
         self._pending.extend(items)
-        self._pending_events.extend(events if events is not None else [None] * len(items))
+        self._pending_views.extend(views if views is not None else [None] * len(items))
         self._pending_positions.extend(positions if positions is not None else [None] * len(items))
         self._schedule_flush()
 
@@ -171,9 +172,9 @@ class FanoutHub:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._last_flush = asyncio.get_running_loop().time()
-        batch = Batch(self._pending, self._pending_events, self._pending_positions)
+        batch = Batch(self._pending, self._pending_views, self._pending_positions)
         batch.end = self.line.ends()
-        self._pending, self._pending_events, self._pending_positions = [], [], []
+        self._pending, self._pending_views, self._pending_positions = [], [], []
         self._writing = True
         self._write_slice(batch, list(self.clients), 0)
 

@@ -40,12 +40,36 @@ FINAL_CLOSE_CODES = {
 }
 
 
-def encode_item(topic: str, partition: int, offset: int, value: bytes) -> str:
-    """One event as it appears in an ``events`` frame; the envelope's own JSON
-    (the record's value) is embedded verbatim, not decoded and encoded again."""
+def encode_item(
+    topic: str,
+    partition: int,
+    offset: int,
+    value: bytes,
+    *,
+    timestamp: int | None = None,
+    verified: bool = True,
+    reason: str | None = None,
+) -> str:
+    """One CloudEvent as it appears in an ``events`` frame; the envelope's own
+    JSON (the record's value) is embedded verbatim, not decoded and encoded
+    again. ``verified``: the site's own, signed event; else ``reason`` says why not."""
+    extra = "" if timestamp is None else f'"timestamp":{timestamp},'
+    extra += '"verified":true,' if verified else f'"verified":false,"reason":{json.dumps(reason)},'
     return (
         f'{{"topic":{json.dumps(topic)},"partition":{partition},'
-        f'"offset":{offset},"event":{value.decode()}}}'
+        f'"offset":{offset},{extra}"event":{value.decode()}}}'
+    )
+
+
+def encode_record_item(
+    topic: str, partition: int, offset: int, *, timestamp: int, reason: str, record: str
+) -> str:
+    """One record that is not a CloudEvent, as it appears in an ``events`` frame:
+    ``record`` is its preview (key, headers, value, size) as JSON."""
+    return (
+        f'{{"topic":{json.dumps(topic)},"partition":{partition},"offset":{offset},'
+        f'"timestamp":{timestamp},"verified":false,"reason":{json.dumps(reason)},'
+        f'"record":{record}}}'
     )
 
 
@@ -56,16 +80,20 @@ def events_frame(items: Sequence[str], *, sent_ms: int, replay: bool = False) ->
     return f'{{"type":"events"{flag},"sent":{sent_ms},"events":[' + ",".join(items) + "]}"
 
 
-def welcome_frame(*, user: str, topic: str, positions: Mapping[int, int]) -> str:
-    """The event stream's first frame: per partition, the last offset before the
-    events that follow (-1: none yet)."""
+def welcome_frame(
+    *, user: str, topic: str, topics: Sequence[str], positions: Mapping[str, int]
+) -> str:
+    """The event stream's first frame: the events ``topic``, every topic watched,
+    and per partition (``"0"``, or ``"orders/0"`` for another topic's), the
+    last offset before the events that follow (-1: none yet)."""
     return json.dumps(
         {
             "type": "welcome",
             "protocol": PROTOCOL_VERSION,
             "user": user,
             "topic": topic,
-            "positions": {str(partition): offset for partition, offset in positions.items()},
+            "topics": list(topics),
+            "positions": dict(positions),
         }
     )
 

@@ -37,12 +37,12 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from monitor.events.epochs import follow_cluster, follows
-from monitor.events.schema import Event, InvalidEvent, parse_record
+from monitor.events.received import receive
 from monitor.kafka import clients as kafka
 from monitor.kafka.clients import ClusterWatch
 from monitor.kafka.shift import ShiftedConsumer
+from monitor.live.items import View, shown, watched_topics
 from monitor.live.line import LiveLine
-from monitor.live.protocol import encode_item
 from monitor.live.reader_moves import follow_new_partitions, log_went_back
 from monitor.live.reader_watch import ReaderHealth, ReaderWatch, Trouble
 
@@ -61,9 +61,9 @@ LAG_CHECK_SECONDS = 2.0
 STOP_SECONDS = 2.0
 
 # Called with a batch's encoded items, their envelopes and their (partition, offset).
-Publish = Callable[[list[str], list[Event], list[tuple[int, int]]], None]
+Publish = Callable[[list[str], list[View], list[tuple[TopicPartition, int]]], None]
 # Called with the reader, its health and the broker's ends (None: no answer).
-OnTrouble = Callable[["LiveReader", ReaderHealth, dict[int, int] | None], None]
+OnTrouble = Callable[["LiveReader", ReaderHealth, dict[TopicPartition, int] | None], None]
 
 
 class LiveReader:
@@ -75,7 +75,7 @@ class LiveReader:
         publish: Publish,
         *,
         on_trouble: OnTrouble | None = None,
-        start_at: dict[int, int] | None = None,
+        start_at: dict[TopicPartition, int] | None = None,
     ) -> None:
         self.line = line
         self.publish = publish
@@ -84,6 +84,7 @@ class LiveReader:
         self.ready = asyncio.Event()
         self.failed = False
         self.topic = settings.KAFKA_EVENTS_TOPIC
+        self.topics = watched_topics()
         self.watch = ReaderWatch(line, max_behind_seconds=settings.LIVE_READER_MAX_BEHIND_SECONDS)
         self._started_at = time.monotonic()
         self._assigned: list[TopicPartition] = []
@@ -182,20 +183,24 @@ class LiveReader:
     async def _position(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         """Assign every partition at its end (or at ``start_at``) and begin the line
         there afresh (resolved now, so that nothing after "ready" is skipped)."""
-        partitions = await kafka.wait_for_topic(consumer, self.topic, timeout=10)
-        assigned = [TopicPartition(self.topic, partition) for partition in sorted(partitions)]
+        await kafka.wait_for_topic(consumer, self.topic, timeout=10)
+        assigned = [
+            TopicPartition(topic, partition)
+            for topic in self.topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
         consumer.assign(assigned)
         start_at = self.start_at or {}
-        at_end = [tp for tp in assigned if tp.partition not in start_at]
+        at_end = [tp for tp in assigned if tp not in start_at]
         if at_end:  # (none given would mean every partition)
             await consumer.seek_to_end(*at_end)
         for tp in assigned:
-            if tp.partition in start_at:
-                consumer.seek(tp, start_at[tp.partition])
+            if tp in start_at:
+                consumer.seek(tp, start_at[tp])
         # What an earlier reader of this process left is not contiguous with this one.
         self.line.restart()
         await self._begin(consumer, assigned)
-        logger.info("live reader on %s, partitions %s", self.topic, sorted(partitions))
+        logger.info("live reader on %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in assigned))
         return assigned
 
     async def _check_topic(
@@ -210,7 +215,7 @@ class LiveReader:
             except Exception:
                 cluster.cluster_id = before  # the next check finds the new cluster again
                 raise
-        assigned = await follow_new_partitions(consumer, self.topic, assigned)
+        assigned = await follow_new_partitions(consumer, self.topics, assigned)
         await self._begin(consumer, assigned)
         return assigned
 
@@ -226,7 +231,7 @@ class LiveReader:
         it starts over: what the old cluster held and the line lacks is gone."""
         epoch = await follow_cluster(consumer, cluster)
         await consumer.seek_to_beginning(*assigned)
-        starts = {tp.partition: await consumer.position(tp) for tp in assigned}
+        starts = {tp: await consumer.position(tp) for tp in assigned}
         rolled = await database_sync_to_async(follows)(cluster.cluster_id, before)
         if rolled and starts == self.line.ends():
             logger.info("live reader: the broker rolled over to %s", cluster.cluster_id)
@@ -257,10 +262,10 @@ class LiveReader:
         bound = settings.LIVE_READER_MAX_BEHIND_SECONDS
         while True:
             await asyncio.sleep(LAG_CHECK_SECONDS)
-            ends: dict[int, int] | None
+            ends: dict[TopicPartition, int] | None
             try:
                 offsets = await asyncio.wait_for(consumer.end_offsets(self._assigned), bound)
-                ends = {tp.partition: end for tp, end in offsets.items()}
+                ends = dict(offsets)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a broker that does not answer is the news
@@ -274,27 +279,22 @@ class LiveReader:
     async def _read_batch(self, consumer: AIOKafkaConsumer) -> None:
         batch = await consumer.getmany(timeout_ms=READ_WAIT_MS)
         items: list[str] = []
-        events: list[Event] = []
-        positions: list[tuple[int, int]] = []
+        views: list[View] = []
+        positions: list[tuple[TopicPartition, int]] = []
+        max_bytes = settings.MAX_EVENT_BYTES
         for records in batch.values():
             for record in records:
-                partition, offset = record.partition, record.offset
-                try:
-                    parsed = parse_record(record.value, max_bytes=settings.MAX_EVENT_BYTES)
-                except InvalidEvent:
-                    self.line.skipped(partition, offset)
-                    continue
-                item = encode_item(record.topic, partition, offset, record.value)
-                self.line.received(partition, offset, item, parsed.time)
-                items.append(item)
-                events.append(parsed.event)
-                positions.append((partition, offset))
+                item = shown(receive(record, max_bytes=max_bytes))
+                self.line.received(item.partition, item.offset, item.item, item.time)
+                items.append(item.item)
+                views.append(item.view)
+                positions.append((item.partition, item.offset))
         if batch:
             self.watch.advanced()
-        self.publish(items, events, positions)
+        self.publish(items, views, positions)
 
     async def _begin(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
         """Begin the line where the consumer stands on each partition it has not begun."""
         for tp in assigned:
-            if tp.partition not in self.line.partitions:
-                self.line.begin(tp.partition, await consumer.position(tp))
+            if tp not in self.line.partitions:
+                self.line.begin(tp, await consumer.position(tp))

@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from aiokafka import TopicPartition
 from django.conf import settings
 
 from monitor.live.client import LiveClient
@@ -95,7 +96,7 @@ class ReaderKeeper:
         self._recovery: asyncio.Task[None] | None = None
         self._recovering_from: ReaderHealth | None = None
         # Where the latest skip started the new reader, until it is positioned.
-        self._skipped_to: dict[int, int] = {}
+        self._skipped_to: dict[TopicPartition, int] = {}
         # The reader the latest skip started: not ok until checked against the broker.
         self._skip_reader: LiveReader | None = None
 
@@ -116,7 +117,7 @@ class ReaderKeeper:
             self.reader.stop()
             self.reader = None
 
-    def owed(self, floor: dict[int, int]) -> int:
+    def owed(self, floor: dict[TopicPartition, int]) -> int:
         """Records a client handed over at ``floor`` misses to the skip under way."""
         return skipped_for(floor, floor, self._skipped_to)
 
@@ -144,13 +145,13 @@ class ReaderKeeper:
         report["skip"] = None if self.last_skip is None else self.last_skip.as_json()
         return report
 
-    def _start(self, start_at: dict[int, int] | None) -> LiveReader:
+    def _start(self, start_at: dict[TopicPartition, int] | None) -> LiveReader:
         reader = LiveReader(self.line, self.publish, on_trouble=self._in_trouble, start_at=start_at)
         reader.start()
         return reader
 
     def _in_trouble(
-        self, reader: LiveReader, health: ReaderHealth, ends: dict[int, int] | None
+        self, reader: LiveReader, health: ReaderHealth, ends: dict[TopicPartition, int] | None
     ) -> None:
         """Called by the reader at each check that finds it in trouble."""
         if reader is not self.reader or self._recovery is not None:
@@ -174,7 +175,7 @@ class ReaderKeeper:
             self.audience.detach(client)
 
     async def _skip_ahead(
-        self, reader: LiveReader, health: ReaderHealth, ends: dict[int, int]
+        self, reader: LiveReader, health: ReaderHealth, ends: dict[TopicPartition, int]
     ) -> None:
         """Replace ``reader`` by one at ``ends``; tell every client what it skips."""
         try:
@@ -212,7 +213,11 @@ class ReaderKeeper:
             self._recovering_from = None
 
 
-def skipped_for(line: dict[int, int], floor: dict[int, int], start_at: dict[int, int]) -> int:
+def skipped_for(
+    line: dict[TopicPartition, int],
+    floor: dict[TopicPartition, int],
+    start_at: dict[TopicPartition, int],
+) -> int:
     """Records a client at ``line`` (owed nothing below ``floor``) does not get when
     the reader starts again at ``start_at``, per partition (partitions missing from
     ``line`` or ``floor`` count none)."""

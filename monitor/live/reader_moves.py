@@ -26,26 +26,32 @@ def log_went_back(
     """Whether a partition's high watermark, as last fetched, is behind ``line``."""
     for tp in assigned:
         mark = consumer.highwater(tp)
-        if mark is not None and mark < line.end(tp.partition):
+        if mark is not None and mark < line.end(tp):
             return True
     return False
 
 
 async def follow_new_partitions(
-    consumer: ShiftedConsumer, topic: str, assigned: list[TopicPartition]
+    consumer: ShiftedConsumer, topics: list[str], assigned: list[TopicPartition]
 ) -> list[TopicPartition]:
-    """The partitions now assigned: ``assigned``, and those of ``topic`` created
-    since, read from their beginning."""
-    await consumer.topics()  # fresh metadata, so that new partitions show
-    known = {tp.partition for tp in assigned}
-    new = sorted((consumer.partitions_for_topic(topic) or set()) - known)
-    if not new:
+    """The partitions now assigned: ``assigned``, and those of ``topics`` created
+    since (a watched topic created since, too), read from their beginning."""
+    # Metadata of every topic: the consumer's own knows only the topics it is
+    # assigned (and those there were at its start), never a watched topic created since.
+    metadata = await consumer._client.fetch_all_metadata()
+    known = set(assigned)
+    added = [
+        TopicPartition(topic, partition)
+        for topic in topics
+        for partition in sorted(metadata.partitions_for_topic(topic) or ())
+        if TopicPartition(topic, partition) not in known
+    ]
+    if not added:
         return assigned
     positions = {tp: await consumer.position(tp) for tp in assigned}
-    added = [TopicPartition(topic, partition) for partition in new]
     consumer.assign([*assigned, *added])
     for tp, position in positions.items():
         consumer.seek(tp, position)
     await consumer.seek_to_beginning(*added)
-    logger.info("live reader now also reads partitions %s", new)
+    logger.info("live reader now also reads %s", ", ".join(f"{t}/{p}" for t, p in added))
     return [*assigned, *added]

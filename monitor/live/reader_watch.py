@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import TopicPartition
+
 from monitor.live.line import LiveLine
 
 Clock = Callable[[], float]
@@ -87,8 +89,10 @@ class ReaderWatch:
         self.line = line
         self.max_behind_seconds = max_behind_seconds
         self._clock = clock
-        self._unreached: deque[tuple[float, dict[int, int]]] = deque(maxlen=MAX_UNREACHED)
-        self._latest: dict[int, int] = {}
+        self._unreached: deque[tuple[float, dict[TopicPartition, int]]] = deque(
+            maxlen=MAX_UNREACHED
+        )
+        self._latest: dict[TopicPartition, int] = {}
         self._answered_at = self._advanced_at = self._level_at = clock()
         self._silent = False
         # Whether the broker has answered a check since the line (re)started.
@@ -106,7 +110,7 @@ class ReaderWatch:
         """The reader moved its line (it handed records over)."""
         self._advanced_at = self._clock()
 
-    def observed(self, ends: Mapping[int, int] | None) -> None:
+    def observed(self, ends: Mapping[TopicPartition, int] | None) -> None:
         """The broker's end offsets per partition, or None: it did not answer."""
         now = self._clock()
         if ends is None:

@@ -4,35 +4,34 @@ Most resumes are short (a dropped connection, a laptop lid, a restart of one
 web process behind a balancer) and most histories are small: both are
 served from here, without a broker round trip, when the events asked for
 are still held. Per partition, everything from :meth:`RecentEvents.start`
-up to the hub's live line is held (records the live reader leaves out as
-invalid were never held and are never replayed either).
+up to the hub's live line is held .
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 
-from monitor.events.schema import Event
+from aiokafka import TopicPartition
+
 from monitor.live.filters import EventFilter
+from monitor.live.items import View, view_of
 
 
 class Recent(NamedTuple):
-    partition: int
+    partition: TopicPartition
     offset: int
     item: str  # as encoded in a frame
     time: datetime
 
     @property
-    def event(self) -> Event:
+    def view(self) -> View:
         # Decoded again when a filter needs it: holding every envelope decoded
         # would cost several times the memory of its text.
-        event: Event = json.loads(self.item)["event"]
-        return event
+        return view_of(self.item)
 
 
 class RecentEvents:
@@ -42,17 +41,17 @@ class RecentEvents:
         self.size = size
         self.entries: deque[Recent] = deque()
         # Per partition, the first offset held from which on nothing is missing.
-        self.start: dict[int, int] = {}
+        self.start: dict[TopicPartition, int] = {}
 
     def clear(self) -> None:
         self.entries.clear()
         self.start.clear()
 
-    def begin(self, partition: int, offset: int) -> None:
+    def begin(self, partition: TopicPartition, offset: int) -> None:
         """Hold ``partition``'s events from ``offset`` on (where the reader starts it)."""
         self.start[partition] = offset
 
-    def add(self, partition: int, offset: int, item: str, time: datetime) -> None:
+    def add(self, partition: TopicPartition, offset: int, item: str, time: datetime) -> None:
         if self.size <= 0:
             self.start[partition] = offset + 1
             return
@@ -61,19 +60,21 @@ class RecentEvents:
             self.start[oldest.partition] = oldest.offset + 1
         self.entries.append(Recent(partition, offset, item, time))
 
-    def holds(self, partition: int, offset: int) -> bool:
+    def holds(self, partition: TopicPartition, offset: int) -> bool:
         """Whether every event of ``partition`` from ``offset`` on is held."""
         start = self.start.get(partition)
         return start is not None and start <= offset
 
-    def after(self, positions: Mapping[int, int], event_filter: EventFilter | None) -> list[str]:
+    def after(
+        self, positions: Mapping[TopicPartition, int], event_filter: EventFilter | None
+    ) -> list[str]:
         """The held events at or past ``positions`` (per partition, the next offset
         wanted) that ``event_filter`` lets through, in arrival order."""
         return [
             entry.item
             for entry in self.entries
             if entry.offset >= positions.get(entry.partition, entry.offset + 1)
-            and (event_filter is None or event_filter.matches(entry.event))
+            and (event_filter is None or event_filter.matches(entry.view))
         ]
 
     def last(self, count: int, event_filter: EventFilter | None) -> list[str] | None:
@@ -83,12 +84,12 @@ class RecentEvents:
         may exist."""
         if count <= 0:
             return []
-        kept: dict[int, list[Recent]] = {}
+        kept: dict[TopicPartition, list[Recent]] = {}
         full = 0
         for entry in reversed(self.entries):
             chosen = kept.setdefault(entry.partition, [])
             if len(chosen) == count or (
-                event_filter is not None and not event_filter.matches(entry.event)
+                event_filter is not None and not event_filter.matches(entry.view)
             ):
                 continue
             chosen.append(entry)

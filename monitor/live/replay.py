@@ -31,13 +31,14 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from monitor.events.epochs import Epoch, follow_cluster
-from monitor.events.schema import InvalidEvent, parse_record
+from monitor.events.received import receive
 from monitor.kafka import clients as kafka
 from monitor.kafka.clients import ClusterWatch
 from monitor.kafka.shift import ShiftedConsumer
 from monitor.live.client import LiveClient
 from monitor.live.hub import FanoutHub
-from monitor.live.protocol import encode_item, events_frame, gap_frame, live_frame
+from monitor.live.items import shown
+from monitor.live.protocol import events_frame, gap_frame, live_frame
 from monitor.live.recent import latest_in_partition_order
 from monitor.live.replay_plan import ReplayRequest, plan_replay
 from monitor.live.stored_history import stored_history
@@ -99,7 +100,7 @@ class Replay:
         self.topic = settings.KAFKA_EVENTS_TOPIC
         self.consumer: ShiftedConsumer | None = None
         self.epoch = Epoch()
-        self.next: dict[int, int] = {}  # per partition, the next offset to replay
+        self.next: dict[TopicPartition, int] = {}  # per partition, the next offset to replay
         self.sent = 0
 
     async def from_memory(self, request: ReplayRequest) -> bool:
@@ -153,13 +154,12 @@ class Replay:
         """Replay ``request`` from the broker, then hand over; returns the events sent."""
         consumer = self.consumer
         assert consumer is not None
-        partitions = {p: TopicPartition(self.topic, p) for p in sorted(self.line.partitions)}
-        consumer.assign(list(partitions.values()))
-        begins = await consumer.beginning_offsets(list(partitions.values()))
-        ends = await consumer.end_offsets(list(partitions.values()))
-        begin = {p: begins[tp] for p, tp in partitions.items()}
+        partitions = sorted(self.line.partitions)
+        consumer.assign(partitions)
+        begin = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
         # The broker may report an end behind what the live reader has read.
-        end = {p: max(ends[tp], self.line.end(p)) for p, tp in partitions.items()}
+        end = {tp: max(ends[tp], self.line.end(tp)) for tp in partitions}
         event_filter = self.client.filter
         scan = request.history if event_filter is None else max(request.history, HISTORY_SCAN)
         plan = plan_replay(
@@ -168,45 +168,51 @@ class Replay:
             end,
             scan=scan,
             limit=settings.STREAM_REPLAY_MAX_EVENTS,
-            exact_from=self.epoch.exact_from.get(self.topic, {}),
+            exact_from={
+                TopicPartition(topic, partition): offset
+                for topic, parts in self.epoch.exact_from.items()
+                for partition, offset in parts.items()
+            },
         )
         for reason, missed in plan.missed.items():
             self.client.send_now(gap_frame(missed, reason))
-        for partition, start in plan.starts.items():
-            consumer.seek(partitions[partition], start)
+        for tp, start in plan.starts.items():
+            consumer.seek(tp, start)
         self.next = dict(plan.starts)
         if request.since is None:
-            await self._send_history(partitions, begin, end, request.history)
+            await self._send_history(begin, end, request.history)
         await self._catch_up()
         return self.sent
 
     async def _send_history(
-        self,
-        partitions: dict[int, TopicPartition],
-        begin: dict[int, int],
-        end: dict[int, int],
-        count: int,
+        self, begin: dict[TopicPartition, int], end: dict[TopicPartition, int], count: int
     ) -> None:
         """Read each partition up to ``end`` and send the last ``count`` matching
         events, oldest first (each partition's events stay in offset order); what
         the broker's log lacks comes from the analytics store, if it has it."""
         assert self.consumer is not None
-        kept: dict[int, deque[tuple[datetime, str]]] = {p: deque(maxlen=count) for p in end}
-        while any(self.next[p] < end[p] for p in end):
+        kept: dict[TopicPartition, deque[tuple[datetime, str]]]
+        kept = {tp: deque(maxlen=count) for tp in end}
+        while any(self.next[tp] < end[tp] for tp in end):
             for record in await self._fetch():
-                if record.offset < end[record.partition]:
+                tp = TopicPartition(record.topic, record.partition)
+                if record.offset < end[tp]:
                     entry = self._entry(record)
                     if entry is not None:
-                        kept[record.partition].append(entry)
+                        kept[tp].append(entry)
         # The fetches may have read past the ends: the catch-up reads that part again.
-        for partition, stop in end.items():
-            self.consumer.seek(partitions[partition], stop)
-            self.next[partition] = stop
+        for tp, stop in end.items():
+            self.consumer.seek(tp, stop)
+            self.next[tp] = stop
         lacking = count - sum(len(entries) for entries in kept.values())
+        begins = {tp.partition: begin[tp] for tp in kept if tp.topic == self.topic}
         stored = await database_sync_to_async(stored_history)(
-            self.topic, {p: begin[p] for p in kept}, lacking, self.client.filter
+            self.topic, begins, lacking, self.client.filter
         )
-        entries = [[*stored.get(p, []), *kept[p]] for p in kept]
+        entries = [
+            [*(stored.get(tp.partition, []) if tp.topic == self.topic else []), *kept[tp]]
+            for tp in kept
+        ]
         await self._send(latest_in_partition_order(entries, count))
 
     async def _catch_up(self) -> None:
@@ -237,27 +243,23 @@ class Replay:
         batch = await self.consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=FRAME_EVENTS)
         records = [record for tp_records in batch.values() for record in tp_records]
         for record in records:
-            self.next[record.partition] = record.offset + 1
+            self.next[TopicPartition(record.topic, record.partition)] = record.offset + 1
         if not records:
             # Offsets need not be contiguous (transaction markers, compaction):
             # the consumer's position says how far the log has been read.
             for tp in self.consumer.assignment():
                 position = await self.consumer.position(tp)
-                self.next[tp.partition] = max(self.next.get(tp.partition, 0), position)
+                self.next[tp] = max(self.next.get(tp, 0), position)
         return records
 
     def _entry(self, record: ConsumerRecord) -> tuple[datetime, str] | None:
-        """The record's time and encoded item, or None if it is invalid or filtered out
-        (the same records the live reader leaves out)."""
-        try:
-            parsed = parse_record(record.value, max_bytes=settings.MAX_EVENT_BYTES)
-        except InvalidEvent:
-            return None
+        """The record's time and encoded item, or None if the client's filter
+        leaves it out (the live reader shows every record, as this does)."""
+        item = shown(receive(record, max_bytes=settings.MAX_EVENT_BYTES))
         event_filter = self.client.filter
-        if event_filter is not None and not event_filter.matches(parsed.event):
+        if event_filter is not None and not event_filter.matches(item.view):
             return None
-        item = encode_item(record.topic, record.partition, record.offset, record.value)
-        return parsed.time, item
+        return item.time, item.item
 
     async def _send(self, items: list[str]) -> None:
         for first in range(0, len(items), FRAME_EVENTS):
@@ -271,15 +273,14 @@ class Replay:
         """Partitions the live reader found since the replay started are replayed
         from their beginning, as the live reader reads them."""
         assert self.consumer is not None
-        new = sorted(self.line.partitions - set(self.next))
-        if not new:
+        added = sorted(self.line.partitions - set(self.next))
+        if not added:
             return
-        added = [TopicPartition(self.topic, p) for p in new]
-        positions = {tp: self.next[tp.partition] for tp in self.consumer.assignment()}
+        positions = {tp: self.next[tp] for tp in self.consumer.assignment()}
         self.consumer.assign([*positions, *added])
         for tp, offset in positions.items():
             self.consumer.seek(tp, offset)
         begins = await self.consumer.beginning_offsets(added)
         for tp in added:
             self.consumer.seek(tp, begins[tp])
-            self.next[tp.partition] = begins[tp]
+            self.next[tp] = begins[tp]

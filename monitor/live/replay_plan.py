@@ -3,9 +3,11 @@
 A client asks, when it connects (``?since=0:17,1:5`` or ``?history=N``) or
 in a later ``subscribe`` (``"since": {"0": 17}`` or ``"history": N``), for
 either the events after the last offsets it saw, or the N most recent
-events. :class:`ReplayRequest` is that request, checked (:class:`BadReplay`
-says what is wrong with one); :func:`plan_replay` turns it into start
-offsets, given where each partition's log begins and ends, and counts what
+events. A position of a watched topic other than the events topic names its
+topic: ``orders/0:4`` (see :func:`monitor.live.items.position_key`).
+:class:`ReplayRequest` is that request, checked (:class:`BadReplay` says
+what is wrong with one); :func:`plan_replay` turns it into start offsets,
+given where each partition's log begins and ends, and counts what
 cannot be replayed by reason. Both are pure: :mod:`monitor.live.replay`
 does the reading.
 """
@@ -16,7 +18,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import TopicPartition
+
+from monitor.live.items import parse_position_key
+
 HISTORY_MAX = 1000
+Positions = Mapping[TopicPartition, int]
 
 
 class BadReplay(ValueError):
@@ -27,7 +34,7 @@ class BadReplay(ValueError):
 class ReplayRequest:
     """What a client asked to be sent before the live stream."""
 
-    since: Mapping[int, int] | None = None  # per partition, the last offset seen
+    since: Positions | None = None  # per partition, the last offset seen
     history: int = 0
 
     @classmethod
@@ -58,16 +65,16 @@ class ReplayRequest:
         return None
 
 
-def _positions(pairs: Iterable[tuple[Any, Any]]) -> dict[int, int]:
+def _positions(pairs: Iterable[tuple[Any, Any]]) -> dict[TopicPartition, int]:
     positions = {}
     for partition, offset in pairs:
         try:
-            number, last = int(partition), int(offset)
+            part, last = parse_position_key(str(partition)), int(offset)
         except (TypeError, ValueError):
             raise BadReplay(f"not a partition and offset: {partition!r}: {offset!r}") from None
-        if isinstance(offset, bool) or number < 0 or last < -1:
+        if isinstance(offset, bool) or last < -1:
             raise BadReplay(f"not a partition and offset: {partition!r}: {offset!r}")
-        positions[number] = last
+        positions[part] = last
     return positions
 
 
@@ -86,7 +93,7 @@ class Plan:
     """Where to start reading each partition, and what is announced as missed:
     per gap reason, how many events (None: an unknown number)."""
 
-    starts: dict[int, int]
+    starts: dict[TopicPartition, int]
     missed: dict[str, int | None] = field(default_factory=dict)
 
     def miss(self, reason: str, count: int | None) -> None:
@@ -96,12 +103,12 @@ class Plan:
 
 def plan_replay(
     request: ReplayRequest,
-    begin: Mapping[int, int],
-    end: Mapping[int, int],
+    begin: Positions,
+    end: Positions,
     *,
     scan: int,
     limit: int,
-    exact_from: Mapping[int, int] | None = None,
+    exact_from: Positions | None = None,
 ) -> Plan:
     """Start offsets per partition for ``request``, given each partition's first
     offset (``begin``) and the offset after its last (``end``).

@@ -38,7 +38,7 @@ def envelope_of(row: AnalyticsEvent) -> Event:
     """The envelope of a stored event, rebuilt from its row."""
     return {
         "specversion": SPEC_VERSION,
-        "id": str(row.event_id),
+        "id": row.envelope_id,
         "source": row.source,
         "type": row.type,
         "time": format_time(row.time),
@@ -67,9 +67,18 @@ def stored_history(
     found = 0
     for row in rows[:STORED_SCAN].iterator():
         event = envelope_of(row)
-        if event_filter is not None and not event_filter.matches(event):
+        verified = row.verified
+        view = {"topic": topic, "verified": verified, "event": event}
+        if event_filter is not None and not event_filter.matches(view):
             continue
-        item = encode_item(topic, row.partition, row.offset, encode_event(event))
+        item = encode_item(
+            topic,
+            row.partition,
+            row.offset,
+            encode_event(event),
+            verified=verified,
+            reason=None if verified else "stored as not the site's own",
+        )
         kept.setdefault(row.partition, []).append((row.offset, row.time, item))
         found += 1
         if found == count:

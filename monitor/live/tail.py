@@ -51,7 +51,7 @@ class TailOptions:
     subject: str | None = None
     text: str | None = None
     history: int = 0
-    since: dict[int, int] | None = None
+    since: dict[str, int] | None = None
     state_file: Path | None = None
     count: int | None = None  # stop after printing this many events
 
@@ -66,12 +66,14 @@ def stream_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-def parse_positions(value: str) -> dict[int, int]:
-    """``"0:17,1:5"`` as ``{0: 17, 1: 5}``; raises ValueError."""
-    positions: dict[int, int] = {}
+def parse_positions(value: str) -> dict[str, int]:
+    """``"0:17,orders/1:5"`` as ``{"0": 17, "orders/1": 5}`` (a partition of the
+    events topic, or of another watched topic); raises ValueError."""
+    positions: dict[str, int] = {}
     for pair in filter(None, (part.strip() for part in value.split(","))):
-        partition, _, offset = pair.partition(":")
-        positions[int(partition)] = int(offset)
+        partition, _, offset = pair.rpartition(":")
+        int(partition.rpartition("/")[2])  # a partition's number, or ValueError
+        positions[partition] = int(offset)
     return positions
 
 
@@ -80,14 +82,15 @@ class EventTail:
         self.options = options
         self.out = out
         self.err = err
-        self.positions: dict[int, int] | None = self._initial_positions()
+        self.positions: dict[str, int] | None = self._initial_positions()
         self.printed = 0
+        self.events_topic = ""  # the welcome names it
 
-    def _initial_positions(self) -> dict[int, int] | None:
+    def _initial_positions(self) -> dict[str, int] | None:
         state = self.options.state_file
         if state is not None and state.exists():
             saved = json.loads(state.read_text())
-            return {int(p): int(o) for p, o in saved["positions"].items()}
+            return {str(p): int(o) for p, o in saved["positions"].items()}
         return dict(self.options.since) if self.options.since is not None else None
 
     def query(self) -> str:
@@ -110,7 +113,7 @@ class EventTail:
         if self.positions is None:
             self.positions = {}
         for partition, offset in welcome_positions.items():
-            self.positions.setdefault(int(partition), offset)
+            self.positions.setdefault(partition, offset)
         self._save()
 
     async def run(self) -> int:
@@ -147,6 +150,7 @@ class EventTail:
                 kind = frame.get("type")
                 if kind == "welcome":
                     welcome = frame["positions"]
+                    self.events_topic = frame.get("topic", "")
                     # A history's events come after the welcome but before its
                     # positions: they are seeded from it once the history is in.
                     if self.positions is not None or not self.options.history:
@@ -172,7 +176,7 @@ class EventTail:
             self.positions = {}  # a history being replayed
         lines = []
         for item in items:
-            partition, offset = item["partition"], item["offset"]
+            partition, offset = self._key(item), item["offset"]
             if offset <= self.positions.get(partition, -1):
                 continue  # printed before a reconnect already
             self.positions[partition] = offset
@@ -185,6 +189,12 @@ class EventTail:
             self.out.flush()
             self._save()
         return self.options.count is not None and self.printed >= self.options.count
+
+    def _key(self, item: dict[str, Any]) -> str:
+        """The item's partition as positions are written (see ``since``)."""
+        if item["topic"] == self.events_topic:
+            return str(item["partition"])
+        return f"{item['topic']}/{item['partition']}"
 
     def _save(self) -> None:
         state = self.options.state_file

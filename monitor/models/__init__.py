@@ -15,7 +15,7 @@ from monitor.models.analytics import (
     PostDayEngagement,
     UserDayActivity,
 )
-from monitor.models.events import BrokerEpoch, DeadLetter, OutboxEvent
+from monitor.models.events import BrokerEpoch, DeadLetter, DeadLetterGroup, OutboxEvent
 from monitor.models.live import WatcherHeartbeat
 from monitor.models.security import ApiToken, RateCounter
 
@@ -37,6 +37,7 @@ __all__ = [
     "ApiToken",
     "Comment",
     "DeadLetter",
+    "DeadLetterGroup",
     "EventMinuteCount",
     "Follow",
     "Like",

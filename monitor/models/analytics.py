@@ -1,7 +1,10 @@
 """The analytics tables: one row per event, and the aggregates written with it.
 
 The analytics worker writes a poll batch's rows and its aggregates in one
-transaction, so the aggregates stay exact after raw events are pruned.
+transaction, so the aggregates stay exact after raw events are pruned. Every
+CloudEvent read is recorded, whatever its type or source; ``verified`` marks
+the site's own signed events (:mod:`monitor.events.received`), the only ones
+the post engagement counts.
 """
 
 from __future__ import annotations
@@ -11,9 +14,19 @@ from django.utils import timezone
 
 
 class AnalyticsEvent(models.Model):
-    """One row per event id, written by the analytics consumer group."""
+    """One row per event, written by the analytics consumer group.
+
+    ``event_id`` is the row's key: the id of one of the site's own verified
+    events, else a name derived from the event's source and id (see
+    :func:`monitor.workers.records.event_key`), so that an event of another
+    source, or a forged one reusing a real event's id, never takes its place.
+    ``cloudevent_id`` is the id the envelope carried (blank in rows recorded
+    before it was kept, whose ``event_id`` is it: see :attr:`envelope_id`).
+    Text attributes longer than their columns are cut to fit.
+    """
 
     event_id = models.UUIDField(unique=True)
+    cloudevent_id = models.CharField("CloudEvent id", max_length=255, blank=True, default="")
     type = models.CharField(max_length=100, db_index=True)
     source = models.CharField(max_length=255)
     subject = models.CharField(max_length=255)
@@ -24,34 +37,46 @@ class AnalyticsEvent(models.Model):
     partition = models.IntegerField()
     offset = models.BigIntegerField()
     recorded_at = models.DateTimeField(default=timezone.now)
+    # The site's own event, signed with its key; rows from before: False.
+    verified = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-time", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.type} {self.event_id}"
+        return f"{self.type} {self.envelope_id}"
+
+    @property
+    def envelope_id(self) -> str:
+        """The id the event's envelope carried."""
+        return self.cloudevent_id or str(self.event_id)
 
 
 class EventMinuteCount(models.Model):
-    """How many events of one type happened in one minute (by event time)."""
+    """How many events of one type from one source happened in one minute (by
+    event time), verified or not."""
 
     minute = models.DateTimeField()
     type = models.CharField(max_length=100)
+    source = models.CharField(max_length=255, default="")
     count = models.PositiveIntegerField(default=0)
 
     class Meta:
-        ordering = ["-minute", "type"]
+        ordering = ["-minute", "type", "source"]
         constraints = [
-            models.UniqueConstraint(fields=["minute", "type"], name="minute_count_unique")
+            models.UniqueConstraint(
+                fields=["minute", "type", "source"], name="minute_type_source_unique"
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.minute:%Y-%m-%d %H:%M} {self.type}: {self.count}"
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.type} from {self.source}: {self.count}"
 
 
 class UserDayActivity(models.Model):
     """Events per actor per day (UTC), written with the raw events: daily active
-    users and the most active users, exact after raw events are pruned."""
+    users and the most active users, exact after raw events are pruned. Events
+    with no actor are not counted here."""
 
     day = models.DateField()
     actor = models.CharField(max_length=255)
@@ -69,7 +94,8 @@ class UserDayActivity(models.Model):
 
 class PostDayEngagement(models.Model):
     """Likes, unlikes and comments per post per day (UTC), written with the raw
-    events: top posts by engagement over any range of days."""
+    events: top posts by engagement over any range of days. Only the site's own
+    verified events count here: a forged like adds nothing."""
 
     day = models.DateField()
     post_id = models.BigIntegerField()  # not a key: the post may be deleted since

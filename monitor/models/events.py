@@ -1,6 +1,6 @@
 """The event pipeline's own tables: events waiting in the outbox to be
-published, records a consumer group could not process, and the lives of
-the embedded broker.
+published, records consumer groups could not process (one letter per
+record, a part per group), and the lives of the embedded broker.
 """
 
 from __future__ import annotations
@@ -42,21 +42,31 @@ class OutboxEvent(models.Model):
 
 
 class DeadLetter(models.Model):
-    """A record a consumer group could not process, as it was on the topic.
+    """A record one or more consumer groups could not process, as it was on the topic.
 
-    Written in the same transaction as the rest of the batch, so a record is
-    listed once per group however often it is redelivered. Staff re-drive a
-    dead letter after a fix: its original bytes go back onto the events topic.
+    One row per record, whichever groups refused it: ``offset`` is its
+    position on the stream (the broker's offset on Apache Kafka; see
+    :mod:`monitor.kafka.shift`), so a record is one letter across the
+    embedded broker's roll-overs too. Each group that refused it has its
+    part (:class:`DeadLetterGroup`), written in the same transaction as the
+    rest of that group's batch, so a redelivered batch lists nothing twice.
+
+    Staff re-drive a letter after a fix: its original bytes go back onto the
+    events topic, for the groups whose part is not stored yet only
+    (:mod:`monitor.workers.deadletters`). ``redriven_at`` is when it last
+    was; a group that fails on the re-driven record again empties it, so
+    the letter is pending again.
     """
 
-    group = models.CharField(max_length=100)
     topic = models.CharField(max_length=249)
     partition = models.IntegerField()
     offset = models.BigIntegerField()
     key = models.BinaryField(null=True, blank=True)
     value = models.BinaryField(null=True, blank=True)
+    # The record's headers as read, [[name, base64 of the value], ...]: a
+    # re-drive puts them back, the site's signature among them.
+    headers = models.JSONField(default=list, blank=True)
     size = models.PositiveIntegerField(default=0)
-    reason = models.TextField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     redriven_at = models.DateTimeField(null=True, blank=True)
 
@@ -64,18 +74,52 @@ class DeadLetter(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["group", "topic", "partition", "offset"], name="dead_letter_unique"
+                fields=["topic", "partition", "offset"], name="dead_letter_one_per_record"
             )
         ]
 
     def __str__(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}: {self.reason[:60]}"
+        return f"{self.topic}[{self.partition}]@{self.offset}"
 
     @property
     def preview(self) -> str:
         """The start of the value as text, undecodable bytes escaped."""
         raw = bytes(self.value or b"")[:300]
         return raw.decode("utf-8", errors="backslashreplace")
+
+
+class DeadLetterGroup(models.Model):
+    """One consumer group's part of a dead letter: why it refused the record,
+    how often, and whether it has stored it since (from a re-drive).
+
+    Unique by letter and group, and written with ``INSERT ... ON CONFLICT DO
+    NOTHING`` or a conditional ``UPDATE``, so two groups' processes listing
+    the same record at once each add their own part and lose neither.
+    ``failed_partition`` and ``failed_offset`` are the position of the
+    record the group last refused: the letter's own, or a re-driven copy's;
+    a batch read again after a crash finds that position and counts no
+    second attempt.
+    """
+
+    letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="groups")
+    group = models.CharField(max_length=100)
+    reason = models.TextField()
+    attempts = models.PositiveIntegerField(default=1)
+    failed_at = models.DateTimeField(default=timezone.now)
+    failed_partition = models.IntegerField()
+    failed_offset = models.BigIntegerField()
+    # When the group stored a re-driven copy; from then on it skips any other.
+    stored_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["group"]
+        constraints = [
+            models.UniqueConstraint(fields=["letter", "group"], name="dead_letter_group_unique")
+        ]
+
+    def __str__(self) -> str:
+        state = "stored" if self.stored_at else self.reason[:60]
+        return f"{self.group}: {state}"
 
 
 class BrokerEpoch(models.Model):

@@ -69,7 +69,16 @@ def dashboard_access(*, api: bool) -> Callable[[View], View]:
 
 @dashboard_access(api=False)
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "monitor/dashboard.html", {"event_types": sorted(EVENT_TYPES)})
+    """The page, with what its script starts from: the event types seen so far
+    (with how many of each analytics recorded), the site's own types and
+    source, and the topic the site watches."""
+    page = {
+        "seen_types": rates.seen_types(),
+        "site_types": sorted(EVENT_TYPES),
+        "site_source": settings.EVENT_SOURCE,
+        "events_topic": settings.KAFKA_EVENTS_TOPIC,
+    }
+    return render(request, "monitor/dashboard.html", {"page": page})
 
 
 @require_GET

@@ -5,7 +5,8 @@ Each worker is a small class on :class:`BatchWorker` that names its group
 loop is a chain of steps a test can call one by one:
 
 1. :meth:`BatchWorker.split` validates the records
-   (:func:`~monitor.workers.records.split_records`);
+   (:func:`~monitor.workers.records.split_records`), but for re-driven
+   ones meant for other groups (:mod:`monitor.workers.held`);
 2. :meth:`BatchWorker.dead_letter` sends the invalid ones, bytes unchanged,
    to the dead-letter topic and waits for the broker's acknowledgement;
 3. :meth:`BatchWorker.make_durable` runs the worker's ``consume_batch`` and
@@ -42,6 +43,7 @@ from monitor.kafka import clients as kafka
 from monitor.runtime.backoff import Backoff
 from monitor.workers.deadletters import RECORD_OVERHEAD_BYTES, send_dead_letters
 from monitor.workers.durable import DurableWriter
+from monitor.workers.held import at_positions
 from monitor.workers.records import Batch, DeadRecord, RecordedFrom, split_records
 
 logger = logging.getLogger(__name__)
@@ -248,9 +250,11 @@ class BatchWorker:
             )
 
     def split(self, batch: Batch) -> tuple[list[RecordedFrom], list[DeadRecord]]:
-        """The batch's valid events (at their positions on the stream) and its dead
-        records, each in the batch's order."""
-        return split_records(batch, max_bytes=settings.MAX_EVENT_BYTES, bases=self.bases)
+        """The batch's valid events and its dead records, at their positions on the
+        stream and in the batch's order (step 1 in the module's text)."""
+        mine = self.durable.held.hold(batch, self.group_id, self.bases)
+        valid, dead = split_records(mine, max_bytes=settings.MAX_EVENT_BYTES, bases=self.bases)
+        return valid, at_positions(dead, self.bases)
 
     async def _follow_bases(self) -> None:
         """Positions from now on are those of the cluster watched (see monitor.kafka.shift)."""

@@ -1,33 +1,47 @@
-"""Dead letters: records a consumer group could not process, sent aside, listed, re-driven.
+"""Dead letters: records consumer groups could not process, sent aside and listed.
 
-A worker sends each such record to the dead-letter topic with its original
-bytes and headers naming its topic, partition, offset, group and the reason
-(:func:`send_dead_letters`), then lists it in the database
-(:func:`record_dead_letters`, :class:`~monitor.models.DeadLetter`) in the
-transaction that makes its batch durable. Staff find it there and, after a
-fix, re-drive it (:func:`redrive_now`): its original bytes go back on the
-events topic, where every group reads it again (and deduplicates it by
-event id).
+A worker sends each record it refuses to the dead-letter topic with its
+original bytes and headers naming its topic, partition, offset (its
+position on the stream), group and the reason (:func:`send_dead_letters`):
+one DLQ record per group that refused it, and one more each time a
+re-driven copy is refused again. In the transaction that makes its batch
+durable, it lists the record in the database (:func:`record_dead_letters`):
+one :class:`~monitor.models.DeadLetter` per record, whichever groups refused
+it, with one :class:`~monitor.models.DeadLetterGroup` part per group.
+
+Staff find it there and, after a fix, re-drive it
+(:mod:`monitor.workers.redrive`): its original bytes and headers go back on
+the events topic, with headers naming the letter and the groups it is for,
+those whose part is not stored (see :mod:`monitor.workers.held`); the other
+groups skip it. A group it is for either stores it, its part marked stored
+in the same transaction (:func:`settle_redriven`), or refuses it again: one
+more attempt on its part of the same letter, never a new letter. A group
+whose part is stored skips any further copy, so re-driving twice does no
+group's work twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaProducer
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
-from monitor.kafka import clients as kafka
-from monitor.models import DeadLetter
-from monitor.workers.records import DeadRecord
+from monitor.models import DeadLetter, DeadLetterGroup
+from monitor.workers.held import REDRIVE_HEADERS, Headers, Listing, Position
+from monitor.workers.records import DeadRecord, RecordedFrom
 
 logger = logging.getLogger(__name__)
 
 # Room for a record's key, headers and framing beyond its value.
 RECORD_OVERHEAD_BYTES = 64 * 1024
+# Letters looked up per query (well under SQLite's limit on bound variables).
+LOOKUP_CHUNK = 500
 
 
 async def send_dead_letters(producer: AIOKafkaProducer, group: str, dead: list[DeadRecord]) -> None:
@@ -51,63 +65,176 @@ async def send_dead_letters(producer: AIOKafkaProducer, group: str, dead: list[D
     await asyncio.gather(*futures)
 
 
-def record_dead_letters(group: str, dead: Iterable[DeadRecord]) -> None:
-    """List dead records in the database; a record already listed for the group is skipped."""
+def record_dead_letters(
+    group: str, dead: Iterable[DeadRecord], listing: Listing | None = None
+) -> None:
+    """List dead records in the database, in the caller's transaction.
+
+    A record is one letter, whichever groups refuse it, and ``group`` adds
+    its part to it once: listing the same records again (a batch read again)
+    changes nothing. A re-driven copy (``listing.letters``) of a letter
+    still holding the same bytes counts one more attempt on ``group``'s part
+    of that letter instead (see :func:`_refused_again`). A letter that a
+    group refuses after its last re-drive is pending again.
+    """
+    dead = list(dead)
+    listing = listing or Listing()
+    copies = _letters_of(
+        [((d.topic, d.partition, d.offset), d.value) for d in dead], listing.letters
+    )
+    fresh = [record for index, record in enumerate(dead) if index not in copies]
+    if fresh:
+        _list_letters(group, fresh, listing.headers)
+    for index, letter in copies.items():
+        _refused_again(group, dead[index], letter)
+
+
+def settle_redriven(
+    group: str, valid: list[RecordedFrom], letters: Mapping[Position, int]
+) -> list[RecordedFrom]:
+    """The records of ``valid`` that ``group`` is to process, in the caller's
+    transaction: a re-driven copy of a letter only if ``group``'s part of it
+    is not stored yet, and that part is marked stored (so only if the batch
+    is, and by one copy only); every other record."""
+    if not letters:
+        return valid
+    copies = _letters_of([((r.topic, r.partition, r.offset), r.raw) for r in valid], letters)
+    if not copies:
+        return valid
+    now = timezone.now()
+    skipped = set()
+    for index, letter in copies.items():
+        waiting = DeadLetterGroup.objects.filter(letter_id=letter, group=group, stored_at=None)
+        if not waiting.update(stored_at=now):
+            skipped.add(index)
+    return [record for index, record in enumerate(valid) if index not in skipped]
+
+
+def _letters_of(
+    records: Sequence[tuple[Position, bytes | None]], letters: Mapping[Position, int]
+) -> dict[int, int]:
+    """Per index in ``records``, the letter it re-drives, for those at a position
+    in ``letters`` whose letter is listed with the same bytes (a header naming
+    another letter does not make a record a re-drive of it)."""
+    named = {i: letters[at] for i, (at, _) in enumerate(records) if at in letters}
+    if not named:
+        return {}
+    values = dict(DeadLetter.objects.filter(pk__in=set(named.values())).values_list("pk", "value"))
+    return {
+        index: letter
+        for index, letter in named.items()
+        if letter in values and _bytes(values[letter]) == records[index][1]
+    }
+
+
+def _bytes(value: bytes | memoryview | None) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def _list_letters(group: str, dead: list[DeadRecord], headers: Mapping[Position, Headers]) -> None:
+    """One letter per record (kept if another group listed it first), and
+    ``group``'s part of it (kept if listed before)."""
+    # In position order, as every group writes them: two groups' transactions
+    # waiting on each other's new letters in opposite orders would deadlock.
+    dead = sorted(dead, key=lambda d: (d.topic, d.partition, d.offset))
+    now = timezone.now()
     DeadLetter.objects.bulk_create(
         [
             DeadLetter(
-                group=group,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                size=len(record.value or b""),
-                reason=record.reason,
+                topic=d.topic,
+                partition=d.partition,
+                offset=d.offset,
+                key=d.key,
+                value=d.value,
+                headers=_stored_headers(headers.get((d.topic, d.partition, d.offset), [])),
+                size=len(d.value or b""),
+                created_at=now,
             )
-            for record in dead
+            for d in dead
         ],
         ignore_conflicts=True,
     )
+    ids = _letter_ids([(d.topic, d.partition, d.offset) for d in dead])
+    DeadLetterGroup.objects.bulk_create(
+        [
+            DeadLetterGroup(
+                letter_id=ids[(d.topic, d.partition, d.offset)],
+                group=group,
+                reason=d.reason,
+                failed_at=now,
+                failed_partition=d.partition,
+                failed_offset=d.offset,
+            )
+            for d in dead
+        ],
+        ignore_conflicts=True,
+    )
+    _reopen(group, list(ids.values()))
 
 
-async def redrive(producer: AIOKafkaProducer, letters: list[DeadLetter]) -> list[int]:
-    """Publish the letters' original bytes to the events topic; return the ids acknowledged."""
-    futures = []
-    for letter in letters:
-        origin = f"{letter.topic}/{letter.partition}/{letter.offset}"
-        future = await producer.send(
-            settings.KAFKA_EVENTS_TOPIC,
-            bytes(letter.value) if letter.value is not None else None,
-            key=bytes(letter.key) if letter.key is not None else None,
-            headers=[("redriven.from", origin.encode())],
+def _refused_again(group: str, record: DeadRecord, letter: int) -> None:
+    """``group`` refused a re-driven copy of ``letter``: one more attempt on its
+    part, unless this copy was counted already (its batch read again) or the
+    group stored the record meanwhile. A group with no part yet gets one."""
+    now = timezone.now()
+    part = DeadLetterGroup.objects.filter(letter_id=letter, group=group)
+    counted = (
+        part.filter(stored_at=None)
+        .exclude(failed_partition=record.partition, failed_offset=record.offset)
+        .update(
+            reason=record.reason,
+            attempts=F("attempts") + 1,
+            failed_at=now,
+            failed_partition=record.partition,
+            failed_offset=record.offset,
         )
-        futures.append((letter.pk, future))
-    acknowledged = []
-    for pk, future in futures:
-        try:
-            await future
-            acknowledged.append(pk)
-        except Exception as exc:  # noqa: BLE001 - reported; the letter stays un-redriven
-            logger.warning("re-drive of dead letter %s failed: %s", pk, exc)
-    return acknowledged
+    )
+    if not counted and not part.exists():
+        DeadLetterGroup.objects.bulk_create(
+            [
+                DeadLetterGroup(
+                    letter_id=letter,
+                    group=group,
+                    reason=record.reason,
+                    failed_at=now,
+                    failed_partition=record.partition,
+                    failed_offset=record.offset,
+                )
+            ],
+            ignore_conflicts=True,
+        )
+    _reopen(group, [letter])
 
 
-def mark_redriven(ids: list[int]) -> int:
-    """Stamp the letters as re-driven now; return how many were found."""
-    return DeadLetter.objects.filter(pk__in=ids).update(redriven_at=timezone.now())
+def _reopen(group: str, letters: list[int]) -> None:
+    """Letters ``group`` refused after their last re-drive are pending again."""
+    for start in range(0, len(letters), LOOKUP_CHUNK):
+        DeadLetter.objects.filter(
+            pk__in=letters[start : start + LOOKUP_CHUNK],
+            groups__group=group,
+            groups__failed_at__gt=F("redriven_at"),
+        ).update(redriven_at=None)
 
 
-def redrive_now(letters: list[DeadLetter]) -> int:
-    """Re-drive from synchronous code (admin, command); returns how many were acknowledged."""
+def _letter_ids(positions: list[Position]) -> dict[Position, int]:
+    """The letter at each position (each is listed)."""
+    by_partition: dict[tuple[str, int], list[int]] = {}
+    for topic, partition, offset in positions:
+        by_partition.setdefault((topic, partition), []).append(offset)
+    ids: dict[Position, int] = {}
+    for (topic, partition), offsets in by_partition.items():
+        for start in range(0, len(offsets), LOOKUP_CHUNK):
+            rows = DeadLetter.objects.filter(
+                topic=topic, partition=partition, offset__in=offsets[start : start + LOOKUP_CHUNK]
+            ).values_list("offset", "pk")
+            ids.update({(topic, partition, offset): pk for offset, pk in rows})
+    return ids
 
-    async def run() -> list[int]:
-        largest = max((letter.size for letter in letters), default=0)
-        producer = kafka.make_producer(max_request_size=largest + RECORD_OVERHEAD_BYTES)
-        await producer.start()
-        try:
-            return await redrive(producer, letters)
-        finally:
-            await producer.stop()
 
-    return mark_redriven(asyncio.run(run()))
+def _stored_headers(headers: Headers) -> list[list[str]]:
+    """Headers as a JSON list, without those of an earlier re-drive."""
+    return [
+        [name, base64.b64encode(value).decode()]
+        for name, value in headers
+        if name not in REDRIVE_HEADERS
+    ]

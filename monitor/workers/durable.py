@@ -5,7 +5,11 @@ batch's dead letters in one database transaction, on one thread that keeps
 its connection between batches. While the database is unavailable (down,
 locked, connection lost) it retries with backoff; a record the database
 refuses for good is found, dead-lettered and left out, so that it cannot
-stall its partition. Nothing here commits offsets: the caller does, once
+stall its partition. It keeps the batches read until they are committed
+(:class:`~monitor.workers.held.HeldRecords`), for what listing dead letters
+needs of them: the records' headers, and which letter a re-driven record
+re-drives (a group's part of that letter is marked stored, or counts one
+more attempt, with the batch). Nothing here commits offsets: the caller does, once
 :meth:`DurableWriter.write` returned True.
 """
 
@@ -20,7 +24,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from monitor.runtime.backoff import Backoff
 from monitor.runtime.database_thread import DatabaseThread
-from monitor.workers.deadletters import record_dead_letters
+from monitor.workers.deadletters import record_dead_letters, settle_redriven
+from monitor.workers.held import HeldRecords, Listing
 from monitor.workers.records import DeadRecord, RecordedFrom
 
 logger = logging.getLogger(__name__)
@@ -53,6 +58,7 @@ class DurableWriter:
         # One thread keeps one connection between batches (DATABASE_CONN_MAX_AGE):
         # opening one per batch cost as much as writing the batch.
         self.database = DatabaseThread(f"{owner.group_id}-db")
+        self.held = HeldRecords()
 
     async def write(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> bool:
         """Write the batch, retrying with backoff while the database is unavailable.
@@ -68,7 +74,8 @@ class DurableWriter:
         while True:
             attempt += 1
             try:
-                await self.database.run(self._in_one_transaction, valid, dead)
+                listing = self.held.about(valid, dead)
+                await self.database.run(self._in_one_transaction, valid, dead, listing)
                 if attempt > 1:
                     logger.info("%s: database back after %d attempts", group, attempt)
                 return True
@@ -92,6 +99,7 @@ class DurableWriter:
     async def close(self) -> None:
         """Close the database thread's connection, then the thread. Never raises
         for a lost connection."""
+        self.held.clear()
         await self.database.close()
 
     async def _isolate_refused(
@@ -105,9 +113,10 @@ class DurableWriter:
         """
         accepted: list[RecordedFrom] = []
         refused: list[DeadRecord] = []
+        listing = self.held.about(valid, [])
         for record in valid:
             try:
-                await self.database.run(self._in_one_transaction, [record], [])
+                await self.database.run(self._in_one_transaction, [record], [], listing)
                 accepted.append(record)
             except TRANSIENT_DB_ERRORS:
                 raise
@@ -118,14 +127,19 @@ class DurableWriter:
             await self.owner.dead_letter(refused)
         return accepted, [*dead, *refused]
 
-    def _in_one_transaction(self, valid: list[RecordedFrom], dead: list[DeadRecord]) -> None:
-        """The records and the dead letters, together or not at all (on the database thread)."""
+    def _in_one_transaction(
+        self, valid: list[RecordedFrom], dead: list[DeadRecord], listing: Listing
+    ) -> None:
+        """The records and the dead letters, together or not at all (on the
+        database thread). Re-driven records the group has stored are left out."""
+        group = self.owner.group_id
         try:
             with transaction.atomic():
+                valid = settle_redriven(group, valid, listing.letters)
                 if valid:
                     self.owner.consume_batch(valid)
                 if dead:
-                    record_dead_letters(self.owner.group_id, dead)
+                    record_dead_letters(group, dead, listing)
         except BaseException:
             # Whatever failed, the next attempt starts on a fresh connection
             # (a lost one would fail again).

@@ -7,8 +7,11 @@ Who is told what:
   characters>";
 - ``user.followed``: the followee (``data.followee_id``), "ana started following you".
 
-Nobody is told about their own action, and a recipient who no longer exists
-is skipped. Other event types tell nobody.
+Only the site's own events, signed with its key (``verified``, see
+:mod:`monitor.events.received`), tell anyone: an unsigned or forged event,
+even of one of these types, is skipped (counted in the debug log), and is
+no dead letter. Nobody is told about their own action, and a recipient who
+no longer exists is skipped. Other event types tell nobody.
 
 :func:`store_notices` is idempotent by event id: a notice is unique by
 (event id, recipient), and a batch is inserted with ``ON CONFLICT DO
@@ -83,7 +86,8 @@ def notice_for(
 ) -> Notice | None:
     """The (unsaved) notice ``event`` makes, or None if it tells nobody.
 
-    ``event`` must be a valid envelope (see :func:`~monitor.events.schema.parse_event`);
+    ``event`` must be a valid envelope of the site's own, verified (see
+    :func:`~monitor.events.schema.parse_event` and :func:`notices_for`);
     ``event_id`` and ``time``, when given, are its id and time already parsed.
     Whether the recipient still exists is not checked here.
     """
@@ -106,13 +110,19 @@ def notice_for(
 
 
 def notices_for(records: Sequence[RecordedFrom]) -> list[Notice]:
-    """The notices a batch makes, at most one per event and recipient, in batch order,
-    for recipients that exist."""
+    """The notices a batch's verified events make, at most one per event and
+    recipient, in batch order, for recipients that exist."""
     notices: dict[tuple[uuid.UUID, int], Notice] = {}
+    unverified = 0
     for record in records:
+        if not record.verified:
+            unverified += 1  # not the site's own: nobody is told
+            continue
         notice = notice_for(record.event, event_id=record.event_id, time=record.time)
         if notice is not None:
             notices.setdefault((notice.event_id, notice.recipient_id), notice)
+    if unverified:
+        logger.debug("notifications: %d unverified events skipped", unverified)
     if not notices:
         return []
     wanted = {notice.recipient_id for notice in notices.values()}

@@ -1,10 +1,12 @@
-"""What a worker makes of a poll batch: valid events and dead records.
+"""What a worker makes of a poll batch: CloudEvents and dead records.
 
 :func:`split_records` is the first step of every worker's loop (see
-:mod:`monitor.workers.base`): each Kafka record becomes either a
-:class:`RecordedFrom` (a valid event and the position it was read from) or
-a :class:`DeadRecord` (its original bytes and why it was refused), never
-both, and in the order the batch holds them per partition.
+:mod:`monitor.workers.base`): each Kafka record is read through
+:func:`~monitor.events.received.receive` and becomes either a
+:class:`RecordedFrom` (a CloudEvent of any type and source, whether it is
+the site's own verified event, and the position it was read from) or a
+:class:`DeadRecord` (a record that is not a CloudEvent: its original bytes
+and why), never both, and in the order the batch holds them per partition.
 """
 
 from __future__ import annotations
@@ -16,14 +18,38 @@ from datetime import datetime
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from monitor.events.schema import Event, InvalidEvent, encode_event, parse_record
+from monitor.events.received import receive
+from monitor.events.schema import Event, encode_event
 
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord]]
+
+# The namespace of the keys of events that are not the site's own (event_key).
+UNVERIFIED_NAMESPACE = uuid.UUID("5d0a4f0e-3c1b-4d7e-9a55-2f6f3b8c1e07")
+
+
+def event_key(event: Event, *, verified: bool) -> uuid.UUID:
+    """The key an event is stored and deduplicated by.
+
+    The site's own verified events keep their id (a UUID). Any other
+    CloudEvent's id is unique only with its source and need not be a UUID:
+    its key is a UUID 5 over its source and id, in a namespace of its own, so
+    that the same event delivered again has the same key, and an unsigned or
+    forged event reusing a real event's id never takes the real one's place.
+    """
+    if verified:
+        return uuid.UUID(event["id"])
+    return uuid.uuid5(UNVERIFIED_NAMESPACE, f"unverified\n{event['source']}\n{event['id']}")
 
 
 @dataclass(frozen=True, slots=True)
 class RecordedFrom:
-    """An event with the Kafka position it was read from."""
+    """A CloudEvent with the Kafka position it was read from.
+
+    Only a ``verified`` event (one of the site's own, signed with its key) may
+    be acted on; any other is recorded and counted, nothing more. An event
+    that is not verified need not have the site's attributes (``subject``,
+    ``actor``, ``time``, an object as ``data``).
+    """
 
     event: Event
     topic: str
@@ -31,9 +57,11 @@ class RecordedFrom:
     offset: int
     key: bytes | None = None
     raw: bytes | None = None  # the record's value as read, when it was read from Kafka
-    # The event's id and time as validating it parsed them; None: parsed again here.
+    # The event's key (event_key) and time (its own, else the record's), as read;
+    # None: worked out from the event again.
     event_id: uuid.UUID | None = None
     time: datetime | None = None
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +105,20 @@ class DeadRecord:
 def split_records(
     batch: Batch, *, max_bytes: int, bases: Mapping[int, int] | None = None
 ) -> tuple[list[RecordedFrom], list[DeadRecord]]:
-    """The batch's valid events and its dead records (invalid, or over ``max_bytes``),
-    each list in the batch's order. Each event's offset is its position on the
-    stream: the broker's offset plus its partition's base (``bases``, see
-    :mod:`monitor.kafka.shift`); dead records keep the broker's offsets."""
+    """The batch's CloudEvents and its dead records (not CloudEvents, or over
+    ``max_bytes``), each list in the batch's order. Each event's offset is its
+    position on the stream: the broker's offset plus its partition's base
+    (``bases``, see :mod:`monitor.kafka.shift`); dead records keep the
+    broker's offsets."""
     valid: list[RecordedFrom] = []
     dead: list[DeadRecord] = []
     bases = bases or {}
     for records in batch.values():
         for record in records:
-            try:
-                event, event_id, time = parse_record(record.value, max_bytes=max_bytes)
-            except InvalidEvent as exc:
-                dead.append(DeadRecord.of(record, exc.reason))
+            received = receive(record, max_bytes=max_bytes)
+            event = received.event
+            if event is None:
+                dead.append(DeadRecord.of(record, received.reason or "not a CloudEvent"))
                 continue
             valid.append(
                 RecordedFrom(
@@ -99,8 +128,9 @@ def split_records(
                     record.offset + bases.get(record.partition, 0),
                     record.key,
                     record.value,
-                    event_id,
-                    time,
+                    event_key(event, verified=received.verified),
+                    received.time,
+                    received.verified,
                 )
             )
     return valid, dead

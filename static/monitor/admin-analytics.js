@@ -68,8 +68,11 @@
     { label: "comments", values: data.comments || [] },
   ], "per day", false);
   var rates = data.rates || {};
-  var series = rates.series && typeof rates.series === "object" ? rates.series : {};
-  draw("rates-chart", rates.buckets || [], Object.keys(series).sort().map(function (type) {
-    return { label: type, values: series[type] };
-  }), "events/" + (rates.unit || "bucket"), true);
+  var unit = "events/" + (rates.unit || "bucket");
+  function lines(byName) {
+    var named = byName && typeof byName === "object" ? byName : {};
+    return Object.keys(named).sort().map(function (name) { return { label: name, values: named[name] }; });
+  }
+  draw("rates-chart", rates.buckets || [], lines(rates.series), unit, true);
+  draw("sources-chart", rates.buckets || [], lines(rates.sources), unit, true);
 })();

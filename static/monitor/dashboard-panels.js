@@ -1,25 +1,16 @@
 // The polled panels of /dashboard/: rates (uPlot) and counters from
-// rates.json, Kafka topics, consumer groups, dead letters, broker, live
-// reader and watchers from state.json. A failed or odd answer shows
+// rates.json here; topics, consumer groups, dead letters, broker, live reader
+// and watchers from state.json in dashboard-kafka.js, with the polling and
+// failure wording shared from here. A failed or odd answer shows
 // "unavailable" and polling goes on; nothing here throws past its poll.
 // Each part down is named for what it is: a site that cannot be reached (no
-// answer, or a proxy's 502/503/504) is not a broker that is down, and a lag
-// the broker's figures cannot give is "unknown", never 0.
+// answer, or a proxy's 502/503/504) is not a broker that is down.
 "use strict";
 window.Dashboard = window.Dashboard || {};
 
 (function (Dashboard) {
-  var numberFormat = new Intl.NumberFormat("en");
-
-  function fmt(value) {
-    return typeof value === "number" && isFinite(value) ? numberFormat.format(value) : "–";
-  }
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
+  var fmt = Dashboard.fmt;
+  var el = Dashboard.el;
   function clock(date) { return date.toLocaleTimeString([], { hour12: false }); }
   function note(node, state, text) { node.dataset.state = state; node.textContent = text; }
 
@@ -69,7 +60,14 @@ window.Dashboard = window.Dashboard || {};
     if (error) banner.textContent = "The site cannot be reached (" + (error.status ? "HTTP " + error.status : error.message) + "): nothing on this page is current. Retrying…";
   }
 
-  function Rates(url, initialMinutes) {
+  Dashboard.poll = poll;
+  Dashboard.unreachable = unreachable;
+  Dashboard.describeFailure = describe;
+  Dashboard.siteDown = siteDown;
+  Dashboard.note = note;
+  Dashboard.clockTime = clock;
+
+  function Rates(url, initialMinutes, onCounters) {
     var chartEl = document.getElementById("rates-chart");
     var noteEl = document.getElementById("rates-note");
     var plot = null;
@@ -157,7 +155,11 @@ window.Dashboard = window.Dashboard || {};
     var poller = poll(
       function () { return url + "?minutes=" + minutes; },
       5000,
-      function (data) { draw(data); counters(data.counters); },
+      function (data) {
+        draw(data);
+        counters(data.counters);
+        if (onCounters && data.counters) onCounters(data.counters);
+      },
       function (error) {
         note(noteEl, "error", "Rates unavailable: " + describe(error) + "; retrying");
       }
@@ -168,133 +170,11 @@ window.Dashboard = window.Dashboard || {};
     };
   }
 
-  function State(url) {
-    var noteEl = document.getElementById("state-note");
-    var topicsBody = document.querySelector("#topics tbody");
-    var groupsBody = document.querySelector("#groups tbody");
-
-    function row(cells) {
-      var tr = el("tr");
-      cells.forEach(function (cell) { tr.append(cell); });
-      return tr;
-    }
-    function num(value, className) { return el("td", "num" + (className ? " " + className : ""), fmt(value)); }
-
-    function topics(list) {
-      var rows = [];
-      (Array.isArray(list) ? list : []).forEach(function (topic) {
-        (topic.partitions || []).forEach(function (p, index) {
-          var name = el("td", index ? "repeat" : "", topic.name);
-          rows.push(row([name, num(p.partition), num(p.start), num(p.end), num(p.end - p.start, "opt")]));
-        });
-      });
-      topicsBody.replaceChildren.apply(topicsBody, rows);
-    }
-
-    function groups(list) {
-      var rows = [];
-      (Array.isArray(list) ? list : []).forEach(function (group) {
-        (group.partitions || []).forEach(function (p, index) {
-          var name = el("td", index ? "repeat" : "");
-          if (!index) {
-            name.append(el("span", "group-name", group.group), el("small", "group-topic", group.topic || ""));
-            name.title = group.lag == null && group.lag_unknown ? "total lag unknown: " + group.lag_unknown : "total lag " + fmt(group.lag);
-          }
-          var tr = row([name, num(p.partition), num(p.committed), num(p.end, "opt"), lagCell(p)]);
-          tr.dataset.group = group.group;
-          rows.push(tr);
-        });
-      });
-      groupsBody.replaceChildren.apply(groupsBody, rows);
-    }
-
-    // A lag the broker's figures cannot give says so, and why, rather than 0.
-    function lagCell(p) {
-      if (p.lag == null && p.lag_unknown) {
-        var cell = el("td", "num lag-unknown lagging", "unknown");
-        cell.title = p.lag_unknown;
-        return cell;
-      }
-      return num(p.lag, p.lag > 0 ? "lagging" : "");
-    }
-
-    function deadLetters(info) {
-      info = info || {};
-      document.getElementById("dead-count").textContent = fmt(info.count);
-      var unredriven = document.getElementById("dead-unredriven");
-      unredriven.textContent = fmt(info.unredriven);
-      unredriven.dataset.bad = String(info.unredriven > 0);
-      // Only a path on this site becomes the link.
-      if (typeof info.url === "string" && /^\/(?!\/)/.test(info.url)) document.getElementById("dead-link").href = info.url;
-    }
-
-    function health(data) {
-      document.getElementById("watching").textContent = fmt(data.watching);
-      var broker = document.getElementById("broker");
-      var state = data.broker || {};
-      broker.dataset.ok = state.ok === true ? "true" : state.ok === false ? "false" : "";
-      broker.textContent = state.ok === true ? "Reachable" : state.ok === false ? "Down" : "–";
-      broker.title = state.error || "";
-      liveReader(data.live_reader);
-    }
-
-    var TROUBLES = { stalled: "Stalled", behind: "Behind", broker_silent: "No broker" };
-    // The live reader of the web process that answered state.json.
-    function liveReader(reader) {
-      var node = document.getElementById("live-reader");
-      reader = reader && typeof reader === "object" ? reader : null;
-      var skip = reader && reader.skip ? reader.skip : null;
-      var skipped = skip ? "skipped " + fmt(skip.skipped) + " events at " + clock(new Date(skip.at * 1000)) + " (" + skip.reason + ")" : "";
-      if (!reader) {
-        node.dataset.state = "";
-        node.textContent = "–";
-        node.title = "";
-      } else if (reader.ok === false) {
-        node.dataset.state = "error";
-        var behind = typeof reader.behind === "number" ? " · " + fmt(reader.behind) + " behind" : "";
-        node.textContent = (TROUBLES[reader.trouble] || "Not keeping up") + behind;
-        node.title = (reader.reason || "") + (skipped ? "; earlier " + skipped : "");
-      } else if (!reader.running) {
-        node.dataset.state = "";
-        node.textContent = "Idle";
-        node.title = "no live reader runs in the web process that answered (nobody watches through it)" + (skipped ? "; earlier " + skipped : "");
-      } else {
-        node.dataset.state = "live";
-        node.textContent = skip ? "Keeping up · " + skipped : "Keeping up";
-        node.title = fmt(reader.behind) + " behind the broker's end";
-      }
-    }
-
-    poll(
-      function () { return url; },
-      2000,
-      function (data) {
-        siteDown(null);
-        health(data);
-        topics(data.topics);
-        groups(data.groups);
-        deadLetters(data.dead_letters);
-        var broker = data.broker && data.broker.ok === false ? " · broker: " + (data.broker.error || "down") : "";
-        note(noteEl, broker ? "error" : "ok", "Updated " + clock(new Date()) + broker);
-      },
-      function (error) {
-        // The site did not answer: what the broker and the reader do is unknown, not down.
-        siteDown(unreachable(error) ? error : null);
-        note(noteEl, "error", "Kafka state unavailable: " + describe(error) + "; retrying");
-        document.getElementById("watching").textContent = "–";
-        var broker = document.getElementById("broker");
-        broker.dataset.ok = "";
-        broker.textContent = "Unknown";
-        broker.title = "not known while " + describe(error);
-        liveReader(null);
-      }
-    );
-  }
-
   // Starts both polls; returns the rates panel, whose window (minutes) can change.
-  Dashboard.Panels = function (root, minutes) {
-    var rates = Rates(root.dataset.ratesUrl, minutes);
-    State(root.dataset.stateUrl);
+  // hooks: {onCounters(counters), onTopics(names)}.
+  Dashboard.Panels = function (root, minutes, hooks) {
+    var rates = Rates(root.dataset.ratesUrl, minutes, hooks.onCounters);
+    Dashboard.KafkaState(root.dataset.stateUrl, hooks);
     return rates;
   };
 })(window.Dashboard);

@@ -1,49 +1,13 @@
-// The live tail of /dashboard/: rows newest first, bounded, pausable,
-// expandable to the full envelope; gap markers; time-to-screen samples and
-// duplicate counts for the health strip. Event content is always set as text.
+// The live tail of /dashboard/: rows newest first (built by
+// dashboard-rows.js), bounded, pausable, expandable to their details; gap
+// markers; time-to-screen samples and duplicate counts for the health strip.
 "use strict";
 window.Dashboard = window.Dashboard || {};
 
 (function (Dashboard) {
-  var PALETTE = ["#2f6fed", "#e8772e", "#1f8a4c", "#9b51e0", "#c0362c", "#0e9aa7", "#b8860b", "#d6336c"];
-  var known = [];
-  // A stable colour per event type, shared by the tail and the chart.
-  Dashboard.colorOf = function (type) {
-    var index = known.indexOf(type);
-    if (index < 0) { known.push(type); known.sort(); index = known.indexOf(type); }
-    return PALETTE[index % PALETTE.length];
-  };
-  Dashboard.knownTypes = function (types) { types.forEach(Dashboard.colorOf); };
-
-  var GAP_REASONS = {
-    slow: "this page fell behind",
-    expired: "the broker no longer keeps them (its retention, or the embedded broker rolled over or started again)",
-    reset: "the broker started again and lost an unknown number of them",
-    limit: "too many to replay",
-    stalled: "the server's live reader stalled and started again at the newest events",
-    behind: "the server's live reader fell too far behind and started again at the newest events",
-  };
   var LATENCY_WINDOW_MS = 60000;
   var MAX_SAMPLES = 20000;
 
-  function pad(n, width) { return String(n).padStart(width || 2, "0"); }
-  function clock(ms) {
-    var d = new Date(ms);
-    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + "." + pad(d.getMilliseconds(), 3);
-  }
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-  function summarize(event) {
-    var data = event.data && typeof event.data === "object" ? event.data : {};
-    if (event.type === "photo.posted") return (data.author || "someone") + ": " + (data.caption || "");
-    if (event.type === "user.signed_up") return "new user " + (data.username || "");
-    var text = JSON.stringify(event.data);
-    return text && text.length > 160 ? text.slice(0, 157) + "…" : text || "";
-  }
   function percentile(sorted, p) {
     return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
   }
@@ -54,8 +18,9 @@ window.Dashboard = window.Dashboard || {};
     var countEl = document.getElementById("row-count");
     var emptyEl = document.getElementById("tail-empty");
     var pauseButton = document.getElementById("pause");
-    var records = new WeakMap();  // row -> {item, sent, shownAt, latency, replay, held}
-    var rows = 0;
+    var rows = Dashboard.Rows(options.config || {});
+    var records = new WeakMap();  // row -> its state (see Dashboard.Rows)
+    var shown = 0;  // item rows in the table
     var paused = false;
     var pending = [];  // what arrived while paused, oldest first
     var pendingEvents = 0;
@@ -68,53 +33,12 @@ window.Dashboard = window.Dashboard || {};
     var missed = 0;
     var focusRow = null;  // the one row reached by Tab (roving tabindex)
 
-    // arrivedAt: when a row held while paused reached the page (0 if not held).
-    function eventRow(item, info, arrivedAt) {
-      var event = item.event || {};
-      var now = Date.now();
-      var time = Date.parse(event.time);
-      var held = arrivedAt > 0;
-      var record = {
-        item: item,
-        sent: info.sent,
-        shownAt: now,
-        latency: (held ? arrivedAt : now) - time,
-        replay: !!info.replay,
-        held: held,
-      };
-      var row = el("tr", "event");
-      row.tabIndex = -1;
-      row.setAttribute("aria-expanded", "false");
-      row.dataset.eventId = event.id;
-      row.dataset.type = event.type;
-      row.dataset.partition = item.partition;
-      row.dataset.offset = item.offset;
-      if (record.replay) row.dataset.replay = "true";
-      var timeCell = el("td", "time", isNaN(time) ? event.time : clock(time));
-      timeCell.title = event.time || "";
-      var typeCell = el("td", "type", event.type);
-      typeCell.style.setProperty("--type-color", Dashboard.colorOf(event.type));
-      var latencyCell;
-      if (record.replay) {
-        latencyCell = el("td", "num latency replayed", "replay");
-        latencyCell.title = "replayed: sent again after it happened";
-      } else {
-        latencyCell = el("td", "num latency" + (held ? " held" : ""), record.latency + " ms");
-        latencyCell.title = held ? "held while paused; time to arrive in this page" : "from the event's time to this screen";
-      }
-      row.append(
-        timeCell,
-        typeCell,
-        el("td", "opt", event.actor),
-        el("td", "opt", event.subject),
-        el("td", "opt position", item.partition + "@" + item.offset),
-        latencyCell,
-        el("td", "summary", summarize(event))
-      );
-      records.set(row, record);
-      if (!record.replay && !held && !isNaN(time)) samples.push([now, record.latency]);
+    function itemRow(item, info, arrivedAt) {
+      var built = rows.item(item, info, arrivedAt);
+      records.set(built.row, built.state);
+      if (built.state.sample) samples.push([built.state.shownAt, built.state.latency]);
       countDuplicate(item);
-      return row;
+      return built.row;
     }
 
     function countDuplicate(item) {
@@ -124,45 +48,12 @@ window.Dashboard = window.Dashboard || {};
       if (seen.size > maxRows * 10) seen.delete(seen.values().next().value);
     }
 
-    function gapRow(frame) {
-      var row = el("tr", "gap");
-      var cell = el("td");
-      cell.colSpan = 7;
-      var count = frame.missed == null ? "Some events" : frame.missed + (frame.missed === 1 ? " event" : " events");
-      cell.textContent = "⚠ " + count + " will not be shown: " + (GAP_REASONS[frame.reason] || frame.reason || "missed");
-      row.append(cell);
-      return row;
-    }
-
-    function detailRow(record) {
-      var item = record.item;
-      var event = item.event || {};
-      var time = Date.parse(event.time);
-      var row = el("tr", "detail");
-      var cell = el("td");
-      cell.colSpan = 7;
-      var facts = el("dl", "facts");
-      function fact(name, value) { facts.append(el("dt", null, name), el("dd", null, value)); }
-      fact("Kafka position", item.topic + " · partition " + item.partition + " · offset " + item.offset);
-      fact("Event id", event.id);
-      fact("Event time", event.time);
-      fact("Event → server send", typeof record.sent === "number" && !isNaN(time) ? (record.sent - time) + " ms" : "–");
-      fact(record.held ? "Event → this page" : "Event → on screen", isNaN(time) ? "–" : record.latency + " ms" +
-        (record.replay ? " (replayed)" : record.held ? " (then held while paused)" : ""));
-      var json = el("pre", "json", JSON.stringify(event, null, 2));
-      json.tabIndex = 0;
-      json.setAttribute("aria-label", "Event envelope as JSON");
-      cell.append(facts, json);
-      row.append(cell);
-      return row;
-    }
-
     function toggle(row) {
       var open = row.getAttribute("aria-expanded") === "true";
       if (open) {
         if (row.nextElementSibling && row.nextElementSibling.classList.contains("detail")) row.nextElementSibling.remove();
       } else {
-        row.after(detailRow(records.get(row)));
+        row.after(rows.detail(records.get(row)));
       }
       row.setAttribute("aria-expanded", open ? "false" : "true");
     }
@@ -191,16 +82,16 @@ window.Dashboard = window.Dashboard || {};
       // Oldest first in entries; newest ends up on top.
       for (var i = entries.length - 1; i >= 0; i--) {
         var entry = entries[i];
-        if (entry.gap) { fragment.append(gapRow(entry.gap)); continue; }
+        if (entry.gap) { fragment.append(rows.gap(entry.gap)); continue; }
         for (var j = entry.items.length - 1; j >= 0; j--) {
-          fragment.append(eventRow(entry.items[j], entry.info, entry.arrivedAt || 0));
-          rows += 1;
+          fragment.append(itemRow(entry.items[j], entry.info, entry.arrivedAt || 0));
+          shown += 1;
         }
       }
       body.prepend(fragment);
-      while (rows > maxRows && body.lastElementChild) {
+      while (shown > maxRows && body.lastElementChild) {
         var last = body.lastElementChild;
-        if (last.classList.contains("event")) { rows -= 1; if (last === focusRow) focusRow = null; }
+        if (last.classList.contains("event")) { shown -= 1; if (last === focusRow) focusRow = null; }
         last.remove();
       }
       if (!focusRow || !focusRow.isConnected) setFocusRow(body.querySelector("tr.event"));
@@ -208,7 +99,7 @@ window.Dashboard = window.Dashboard || {};
     }
 
     function update() {
-      countEl.textContent = rows + (rows === 1 ? " row" : " rows") + (rows >= maxRows ? " (max)" : "");
+      countEl.textContent = shown + (shown === 1 ? " row" : " rows") + (shown >= maxRows ? " (max)" : "");
       emptyEl.hidden = body.rows.length > 0;
       pauseButton.textContent = paused ? "Resume" + (arrivedWhilePaused ? " (" + arrivedWhilePaused + " new)" : "") : "Pause";
       pauseButton.setAttribute("aria-pressed", paused ? "true" : "false");
@@ -254,13 +145,14 @@ window.Dashboard = window.Dashboard || {};
     return {
       add: function (items, info) {
         if (!items.length) return;
+        if (options.onItems) options.onItems(items);
         var entry = { items: items, info: info, arrivedAt: paused ? Date.now() : 0 };
         if (paused) hold(entry, items.length);
         else render([entry]);
       },
       gap: function (frame) {
         gaps += 1;
-        var why = GAP_REASONS[frame.reason] || frame.reason || "missed";
+        var why = Dashboard.gapReason(frame.reason);
         reasons[why] = (reasons[why] || 0) + (typeof frame.missed === "number" ? frame.missed : NaN);
         if (typeof frame.missed === "number") missed += frame.missed;
         if (frame.reason === "reset") seen.clear();  // offsets start again at 0
@@ -270,7 +162,7 @@ window.Dashboard = window.Dashboard || {};
       },
       clear: function () {
         body.replaceChildren();
-        rows = 0;
+        shown = 0;
         focusRow = null;
         pending = [];
         pendingEvents = 0;

@@ -5,46 +5,72 @@
   var MAX_ROWS = 500;
   var HISTORY = 200;
   var TEXT_FIELDS = ["actor", "subject", "text"];
+  // What the "Show" choice asks the server for.
+  var SHOWN = {
+    verified: { verified: true },
+    unverified: { kind: "event", verified: false },
+    records: { kind: "record" },
+  };
   var root = document.getElementById("dashboard");
   var form = document.getElementById("filters");
   var filterError = document.getElementById("filter-error");
-  var knownTypes = Array.from(form.querySelectorAll('input[name="types"]')).map(function (box) { return box.value; });
-  Dashboard.knownTypes(knownTypes);
+  var topicNames = document.getElementById("topic-names");
+  var data = Dashboard.pageData();
+  var types = Dashboard.TypeList(data.seen_types);
+  Dashboard.knownTypes(Object.keys(data.seen_types || {}));
 
-  // The filter as the URL's query string says (?types=a,b&actor=..&subject=..&text=..).
+  function showOf(filter) {
+    return Object.keys(SHOWN).find(function (name) {
+      return SHOWN[name].kind === filter.kind && SHOWN[name].verified === filter.verified;
+    }) || "";
+  }
+  function withShow(filter, show) {
+    return SHOWN[show] ? Object.assign(filter, SHOWN[show]) : filter;
+  }
+
+  // The filter as the URL's query string says
+  // (?types=a,b&topics=t&show=records&actor=..&subject=..&text=..). Any type
+  // is taken, seen or not.
   function filterFromUrl() {
     var query = new URLSearchParams(location.search);
     var filter = {};
-    var types = (query.get("types") || "").split(",").filter(function (type) { return knownTypes.indexOf(type) >= 0; });
-    if (types.length) filter.types = types.sort();
+    var wanted = (query.get("types") || "").split(",").map(function (type) { return type.trim(); }).filter(types.valid);
+    if (wanted.length) filter.types = Array.from(new Set(wanted)).sort().slice(0, 100);
+    var topic = (query.get("topics") || "").trim().slice(0, 200);
+    if (topic) filter.topics = topic.split(",").filter(Boolean).sort();
     TEXT_FIELDS.forEach(function (key) {
       var value = (query.get(key) || "").trim().slice(0, 200);
       if (value) filter[key] = value;
     });
-    return filter;
+    return withShow(filter, query.get("show"));
   }
 
   function filterFromForm() {
     var filter = {};
-    var types = Array.from(form.querySelectorAll('input[name="types"]:checked')).map(function (box) { return box.value; });
-    if (types.length) filter.types = types.sort();
+    var checked = types.selected();
+    if (checked.length) filter.types = checked;
+    var topic = form.elements.topic.value.trim();
+    if (topic) filter.topics = [topic];
     TEXT_FIELDS.forEach(function (key) {
       var value = form.elements[key].value.trim();
       if (value) filter[key] = value;
     });
-    return filter;
+    return withShow(filter, form.elements.show.value);
   }
 
   function showFilter(filter) {
-    form.querySelectorAll('input[name="types"]').forEach(function (box) {
-      box.checked = !!filter.types && filter.types.indexOf(box.value) >= 0;
-    });
+    types.show(filter.types || []);
+    form.elements.topic.value = (filter.topics || []).join(",");
+    form.elements.show.value = showOf(filter);
     TEXT_FIELDS.forEach(function (key) { form.elements[key].value = filter[key] || ""; });
   }
 
   function writeUrl(filter, minutes) {
     var query = new URLSearchParams();
     if (filter.types) query.set("types", filter.types.join(","));
+    if (filter.topics) query.set("topics", filter.topics.join(","));
+    var show = showOf(filter);
+    if (show) query.set("show", show);
     TEXT_FIELDS.forEach(function (key) { if (filter[key]) query.set(key, filter[key]); });
     if (minutes !== 15) query.set("minutes", String(minutes));
     var search = query.toString();
@@ -72,7 +98,12 @@
     }).join("\n");
     anomaliesEl.dataset.bad = String(found.duplicates > 0 || found.gaps > 0);
   }
-  var tail = Dashboard.Tail({ maxRows: MAX_ROWS, onAnomaly: showAnomalies });
+  var tail = Dashboard.Tail({
+    maxRows: MAX_ROWS,
+    onAnomaly: showAnomalies,
+    onItems: types.sawItems,
+    config: { siteTypes: data.site_types, siteSource: data.site_source },
+  });
   tail.setEmptyText(emptyText(filter));
 
   var stream = window.EventStream({
@@ -99,20 +130,44 @@
     stream.subscribe(filter, { history: HISTORY });
   }
 
+  // A type typed in joins the list, checked; a bad one says why.
+  function addTyped() {
+    var problem = types.addTyped();
+    filterError.textContent = problem || "";
+    filterError.hidden = !problem;
+    return !problem;
+  }
+
   var typing = null;
-  form.addEventListener("submit", function (event) { event.preventDefault(); clearTimeout(typing); apply(); });
-  form.addEventListener("change", function (event) { if (event.target.name === "types") apply(); });
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    clearTimeout(typing);
+    if (addTyped()) apply();
+  });
+  document.getElementById("add-type").addEventListener("click", function () { if (addTyped()) apply(); });
+  form.addEventListener("change", function (event) {
+    if (event.target.name === "types" || event.target.name === "show") apply();
+  });
   form.addEventListener("input", function (event) {
-    if (event.target.name === "types") return;
+    if (event.target.name === "types" || event.target.id === "filter-type" || event.target.name === "show") return;
     clearTimeout(typing);
     typing = setTimeout(apply, 400);
   });
-  form.addEventListener("reset", function () { setTimeout(apply, 0); });
+  form.addEventListener("reset", function () { setTimeout(function () { types.show([]); apply(); }, 0); });
   form.addEventListener("keydown", function (event) {
     if (event.key === "Escape" && event.target.matches("input")) event.target.blur();
   });
 
-  var rates = Dashboard.Panels(root, minutes);
+  var rates = Dashboard.Panels(root, minutes, {
+    onCounters: function (counters) { types.recorded(counters.by_type, counters.sources_by_type); },
+    onTopics: function (names) {
+      topicNames.replaceChildren.apply(topicNames, names.map(function (name) {
+        var option = Dashboard.el("option");
+        option.value = name;
+        return option;
+      }));
+    },
+  });
   document.getElementById("rates-window").addEventListener("change", function (event) {
     minutes = +event.target.value;
     writeUrl(filter, minutes);
@@ -137,7 +192,7 @@
   setInterval(function () {
     var stats = tail.latency();
     latencyEl.textContent = stats ? stats.p50 + " / " + stats.p95 + " ms" : "–";
-    latencyEl.title = stats ? stats.count + " live rows in the last minute" : "no live rows in the last minute";
+    latencyEl.title = stats ? stats.count + " live rows of the site's own events in the last minute" : "no live rows of the site's own events in the last minute";
   }, 1000);
   showAnomalies();
 })(window.Dashboard);

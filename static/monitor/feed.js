@@ -239,12 +239,14 @@
   });
 
   if (posts && window.EventStream) {
-    var filter = { types: LIVE_TYPES };
+    // Only the site's own, signed events change the page: what anyone else
+    // wrote on the topic (a forged like, say) is for the operators' dashboard.
+    var filter = { types: LIVE_TYPES, verified: true };
     if (posts.dataset.subject) filter.subject = posts.dataset.subject;
     window.EventStream({
       filter: filter,
       onEvents: function (items) {
-        items.forEach(function (item) { applyEvent(item.event); });
+        items.forEach(function (item) { if (item.verified === true) applyEvent(item.event); });
       },
     });
   }

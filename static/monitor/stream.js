@@ -2,12 +2,12 @@
 // the dashboard.
 //
 //   var stream = window.EventStream({
-//     onEvents: function (items, info) {},  // items: [{topic, partition, offset, event}]
+//     onEvents: function (items, info) {},  // items: [{topic, partition, offset, event | record, ...}]
 //                                           // info: {replay, sent} of their frame
 //     onStatus: function (state, text) {},  // connecting|replaying|live|reconnecting|error
 //     onGap: function (frame) {},           // {missed, reason}; events that will never come
 //     onFrame: function (frame) {},         // every frame, after the stream handled it
-//     filter: {types: [], actor, subject, text},
+//     filter: {types: [], topics: [], kind, verified, actor, subject, text},
 //     history: 200,                         // on a first connect, start with that many events
 //   });
 //   stream.subscribe(filter, {history: 200});  // a new filter; the tail starts over
@@ -26,7 +26,8 @@ window.EventStream = function (handlers) {
   var lastFrameAt = 0;
   var statusEl = document.getElementById("stream-status");
   var filter = normalFilter(handlers.filter);
-  var positions = {};  // partition -> last offset seen (or covered by a welcome)
+  var positions = {};  // partition ("0", or "orders/0" for another topic's) -> last offset seen
+  var eventsTopic = null;  // the welcome's topic: its partitions are named without it
   var wantHistory = handlers.history || 0;  // for the next connect, when nothing was seen
   var socket = null;
   var delay = FIRST_DELAY;
@@ -46,10 +47,13 @@ window.EventStream = function (handlers) {
   function normalFilter(value) {
     value = value || {};
     var out = {};
-    if (value.types && value.types.length) out.types = value.types.slice().sort();
-    ["actor", "subject", "text"].forEach(function (key) {
+    ["types", "topics"].forEach(function (key) {
+      if (value[key] && value[key].length) out[key] = value[key].slice().sort();
+    });
+    ["kind", "actor", "subject", "text"].forEach(function (key) {
       if (value[key]) out[key] = String(value[key]);
     });
+    if (typeof value.verified === "boolean") out.verified = value.verified;
     return out;
   }
 
@@ -60,9 +64,11 @@ window.EventStream = function (handlers) {
   function url() {
     var query = new URLSearchParams();
     if (filter.types) query.set("types", filter.types.join(","));
-    ["actor", "subject", "text"].forEach(function (key) {
+    if (filter.topics) query.set("topics", filter.topics.join(","));
+    ["kind", "actor", "subject", "text"].forEach(function (key) {
       if (filter[key]) query.set(key, filter[key]);
     });
+    if (typeof filter.verified === "boolean") query.set("verified", String(filter.verified));
     var since = sinceParam();
     if (since) query.set("since", since);
     else if (wantHistory) query.set("history", String(wantHistory));
@@ -71,10 +77,15 @@ window.EventStream = function (handlers) {
     return scheme + location.host + "/ws/events/" + (search ? "?" + search : "");
   }
 
+  function positionKey(item) {
+    return item.topic === eventsTopic ? String(item.partition) : item.topic + "/" + item.partition;
+  }
+
   function remember(items) {
     items.forEach(function (item) {
-      var seen = positions[item.partition];
-      if (seen === undefined || item.offset > seen) positions[item.partition] = item.offset;
+      var key = positionKey(item);
+      var seen = positions[key];
+      if (seen === undefined || item.offset > seen) positions[key] = item.offset;
     });
   }
 
@@ -82,6 +93,7 @@ window.EventStream = function (handlers) {
     welcomed = true;
     delay = FIRST_DELAY;
     canReplay = frame.positions !== undefined;
+    eventsTopic = frame.topic;
     Object.keys(frame.positions || {}).forEach(function (p) {
       if (positions[p] === undefined) positions[p] = frame.positions[p];
     });

@@ -20,7 +20,7 @@ def recorded() -> dict:
         data={"user_id": 5, "username": "bob"},
         source="/test",
     )
-    record_batch([RecordedFrom(event, "user-events", 1, 41)])
+    record_batch([RecordedFrom(event, "user-events", 1, 41, verified=True)])
     return event
 
 

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 from aiokafka import TopicPartition
@@ -18,8 +19,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from monitor.dashboard import overview
-from monitor.dashboard.rates import event_rates
+from monitor.dashboard import lag, overview
+from monitor.dashboard.lag import Offsets
+from monitor.dashboard.rates import event_rates, seen_types
 from monitor.events.schema import EVENT_TYPES, Event
 from monitor.kafka import clients as kafka
 from monitor.kafka.embedded import free_port
@@ -28,6 +30,7 @@ from monitor.models import AnalyticsEvent, DeadLetter, WatcherHeartbeat
 from monitor.workers.analytics import record_batch
 from monitor.workers.records import RecordedFrom
 from tests.support.events import photo_event, signup_event
+from tests.support.kafka import commit_as
 
 pytestmark = pytest.mark.django_db
 
@@ -71,14 +74,13 @@ async def produce(per_partition: dict[str, dict[int, int]]) -> None:
         await producer.stop()
 
 
-async def commit(group: str, offsets: dict[TopicPartition, int]) -> None:
-    consumer = kafka.make_consumer(group_id=group)
-    await consumer.start()
-    try:
-        consumer.assign(list(offsets))
-        await consumer.commit(offsets)
-    finally:
-        await consumer.stop()
+def on_topic(group: dict[str, Any], topic: str) -> list[dict[str, Any]]:
+    """The group's partitions of ``topic``, without their lag in time."""
+    return [
+        {key: value for key, value in row.items() if key != "lag_seconds"}
+        for row in group["partitions"]
+        if row["topic"] == topic
+    ]
 
 
 def test_it_reports_offsets_and_the_lag_of_each_group(topics, staff_client, monkeypatch) -> None:
@@ -86,16 +88,21 @@ def test_it_reports_offsets_and_the_lag_of_each_group(topics, staff_client, monk
     group = f"dashboard-test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setattr(overview, "CONSUMER_GROUPS", ("analytics", group))
     asyncio.run(produce({topic: {0: 5, 1: 3}, dlq: {1: 2}}))
-    asyncio.run(commit(group, {TopicPartition(topic, 0): 2, TopicPartition(topic, 1): 3}))
+    asyncio.run(commit_as(group, {TopicPartition(topic, 0): 2, TopicPartition(topic, 1): 3}))
 
     response = staff_client.get(STATE_URL)
 
     assert response.status_code == 200
     body = response.json()
     assert body["broker"] == {"ok": True}
-    assert body["topics"] == [
+    # The events topic first, then its dead letters; every other topic follows.
+    assert body["topics"][:2] == [
         {
             "name": topic,
+            "role": "events",
+            "watched": True,
+            "internal": False,
+            "records": 8,
             "partitions": [
                 {"partition": 0, "start": 0, "end": 5},
                 {"partition": 1, "start": 0, "end": 3},
@@ -104,6 +111,10 @@ def test_it_reports_offsets_and_the_lag_of_each_group(topics, staff_client, monk
         },
         {
             "name": dlq,
+            "role": "dead letters",
+            "watched": False,
+            "internal": False,
+            "records": 2,
             "partitions": [
                 {"partition": 0, "start": 0, "end": 0},
                 {"partition": 1, "start": 0, "end": 2},
@@ -111,57 +122,67 @@ def test_it_reports_offsets_and_the_lag_of_each_group(topics, staff_client, monk
             ],
         },
     ]
-    analytics, tested = body["groups"]
+    analytics, tested = body["groups"][:2]
+    assert (analytics["group"], analytics["site"]) == ("analytics", True)
+    assert (tested["group"], tested["site"]) == (group, True)
     # The analytics group never committed on this topic: all of it is lag.
-    assert analytics == {
-        "group": "analytics",
-        "topic": topic,
-        "lag": 8,
-        "partitions": [
-            {"partition": 0, "committed": None, "end": 5, "lag": 5},
-            {"partition": 1, "committed": None, "end": 3, "lag": 3},
-            {"partition": 2, "committed": None, "end": 0, "lag": 0},
-        ],
-    }
-    assert tested == {
-        "group": group,
-        "topic": topic,
-        "lag": 3,
-        "partitions": [
-            {"partition": 0, "committed": 2, "end": 5, "lag": 3},
-            {"partition": 1, "committed": 3, "end": 3, "lag": 0},
-            {"partition": 2, "committed": None, "end": 0, "lag": 0},
-        ],
-    }
+    assert on_topic(analytics, topic) == [
+        {"topic": topic, "partition": 0, "committed": None, "end": 5, "lag": 5},
+        {"topic": topic, "partition": 1, "committed": None, "end": 3, "lag": 3},
+        {"topic": topic, "partition": 2, "committed": None, "end": 0, "lag": 0},
+    ]
+    assert tested["topics"] == [topic] and tested["empty"] is False
+    assert tested["lag"] == 3
+    assert on_topic(tested, topic) == [
+        {"topic": topic, "partition": 0, "committed": 2, "end": 5, "lag": 3},
+        {"topic": topic, "partition": 1, "committed": 3, "end": 3, "lag": 0},
+        {"topic": topic, "partition": 2, "committed": None, "end": 0, "lag": 0},
+    ]
+    # The oldest record it has not committed was written just now.
+    assert 0 <= tested["lag_seconds"] < 30
+    assert [row["lag_seconds"] for row in tested["partitions"][1:]] == [0, 0]
     generated = datetime.fromisoformat(body["generated_at"].replace("Z", "+00:00"))
     assert abs((timezone.now() - generated).total_seconds()) < 10
 
 
 def test_a_lag_the_broker_cannot_give_is_unknown_and_says_why_never_0() -> None:
     tps = [TopicPartition("t", 0), TopicPartition("t", 1)]
-    report = overview._group_report(
-        "analytics",
-        "t",
-        tps,
-        starts={tps[0]: 0, tps[1]: 0},
-        ends={tps[0]: 1, tps[1]: 4},
-        committed={tps[0]: 8, tps[1]: 3},
-    )
+    rows = [
+        lag.partition_lag(tps[0], Offsets(start=0, end=1), 8, site=True),
+        lag.partition_lag(tps[1], Offsets(start=0, end=4), 3, site=True),
+    ]
+    for row, resumes_at in zip(rows, (8, 3), strict=True):
+        lag.add_lag_time(row, resumes_at, {(tps[1], 3): 1_000}, now_ms=4_000)
+
+    report = lag.group_report("analytics", rows, site=True)
 
     assert report == {
         "group": "analytics",
-        "topic": "t",
+        "site": True,
+        "topics": ["t"],
+        "empty": False,
         "lag": None,
-        "lag_unknown": "partition 0: the broker reports end 1 below committed 8",
+        "lag_unknown": "t partition 0: the broker reports end 1 below committed 8",
+        "lag_seconds": None,
+        "lag_seconds_unknown": "t partition 0: its lag in records is unknown",
         "partitions": [
             {
+                "topic": "t",
                 "partition": 0,
                 "committed": 8,
                 "end": 1,
                 "lag": None,
                 "lag_unknown": "the broker reports end 1 below committed 8",
+                "lag_seconds": None,
             },
-            {"partition": 1, "committed": 3, "end": 4, "lag": 1},
+            {
+                "topic": "t",
+                "partition": 1,
+                "committed": 3,
+                "end": 4,
+                "lag": 1,
+                "lag_seconds": 3.0,
+            },
         ],
     }
 
@@ -174,19 +195,25 @@ def test_state_says_the_lag_is_unknown_when_the_real_broker_reports_an_end_below
     monkeypatch.setattr(overview, "CONSUMER_GROUPS", (group,))
     asyncio.run(produce({topic: {0: 1, 1: 2}}))
     # As the embedded broker was seen to do: a group committed past the end reported.
-    asyncio.run(commit(group, {TopicPartition(topic, 0): 8, TopicPartition(topic, 1): 2}))
+    asyncio.run(commit_as(group, {TopicPartition(topic, 0): 8, TopicPartition(topic, 1): 2}))
     overview.kafka_state.forget()
 
-    (reported,) = staff_client.get(STATE_URL).json()["groups"]
+    reported = staff_client.get(STATE_URL).json()["groups"][0]
 
+    assert reported["group"] == group
     assert reported["lag"] is None
-    assert reported["lag_unknown"] == "partition 0: the broker reports end 1 below committed 8"
+    assert reported["lag_unknown"] == (
+        f"{topic} partition 0: the broker reports end 1 below committed 8"
+    )
+    assert reported["lag_seconds"] is None
     assert reported["partitions"][0] == {
+        "topic": topic,
         "partition": 0,
         "committed": 8,
         "end": 1,
         "lag": None,
         "lag_unknown": "the broker reports end 1 below committed 8",
+        "lag_seconds": None,
     }
     assert reported["partitions"][1]["lag"] == 0
 
@@ -224,6 +251,7 @@ def test_requests_share_one_read_of_the_broker(topics, staff_client, monkeypatch
 
     assert len(reads) == 1
     assert len(answers) == 8 and all(answer is answers[0] for answer in answers)
+    assert answers[0].topics[0]["name"] == topic
     assert answers[0].topics[0]["partitions"][0]["end"] == 1
 
     # Within max_age a new record is not seen yet; once the answer is old it is.
@@ -238,7 +266,7 @@ def test_it_answers_quickly_with_the_database_parts_when_the_broker_is_down(
     staff_client, settings
 ) -> None:
     settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"  # nothing listens there
-    DeadLetter.objects.create(group="analytics", topic="t", partition=0, offset=1, reason="x")
+    DeadLetter.objects.create(topic="t", partition=0, offset=1)
 
     started = time.monotonic()
     response = staff_client.get(STATE_URL)
@@ -285,11 +313,9 @@ def test_a_frozen_broker_costs_one_bounded_wait(own_broker, staff_client, settin
 
 def dead_letter(offset: int, *, redriven: bool = False) -> DeadLetter:
     return DeadLetter.objects.create(
-        group="analytics",
         topic="user-events",
         partition=0,
         offset=offset,
-        reason="not JSON",
         redriven_at=timezone.now() if redriven else None,
     )
 
@@ -323,6 +349,21 @@ def test_state_reads_the_database_in_two_queries(staff_client) -> None:
 
 NOW = datetime(2024, 5, 6, 7, 8, 25, tzinfo=UTC)  # 10 s buckets: the last one ends 07:08:20
 START = NOW.replace(minute=3, second=20)  # five minutes before 07:08:20
+
+
+def foreign_event(event_type: str, *, at: datetime) -> Event:
+    """Another service's CloudEvent: not one of the site's types, not signed."""
+    return cast(
+        Event,
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": "/billing",
+            "type": event_type,
+            "time": at.isoformat(),
+            "data": {"amount": 12},
+        },
+    )
 
 
 def store(*events: Event) -> None:
@@ -385,7 +426,27 @@ def test_its_counters_come_from_the_minute_counts_and_the_last_minute() -> None:
         "by_type": {**none, "photo.posted": 2, "user.signed_up": 3},
         "last_minute": 3,
         "last_minute_by_type": {**none, "photo.posted": 2, "user.signed_up": 1},
+        "sources_by_type": {"photo.posted": {"/test": 2}, "user.signed_up": {"/test": 3}},
     }
+
+
+def test_counters_hold_every_type_recorded_with_its_sources() -> None:
+    store(
+        signup_event(1, at=at(8, 0)),
+        signup_event(2, at=at(8, 1), source="/legacy-signups"),
+        foreign_event("invoice.paid", at=at(8, 2)),
+        foreign_event("invoice.paid", at=at(8, 3)),
+    )
+
+    counters = event_rates(minutes=15, now=NOW)["counters"]
+
+    assert counters["by_type"]["invoice.paid"] == 2
+    assert counters["by_type"]["user.signed_up"] == 2
+    assert counters["sources_by_type"] == {
+        "invoice.paid": {"/billing": 2},
+        "user.signed_up": {"/test": 1, "/legacy-signups": 1},
+    }
+    assert seen_types() == {"invoice.paid": 2, "user.signed_up": 2}
 
 
 @pytest.mark.parametrize(("minutes", "width"), [(5, 10), (15, 30), (60, 60)])
@@ -432,7 +493,9 @@ def test_it_refuses_other_windows(staff_client, minutes: str) -> None:
 def test_staff_see_the_dashboard_and_its_data(staff_client) -> None:
     page = staff_client.get("/dashboard/")
     assert page.status_code == 200
-    assert page.context["event_types"] == sorted(EVENT_TYPES)
+    assert page.context["page"]["site_types"] == sorted(EVENT_TYPES)
+    assert page.context["page"]["seen_types"] == {}  # nothing recorded yet
+    assert 'id="dashboard-data"' in page.content.decode()
     assert staff_client.get(STATE_URL).status_code == 200
     assert staff_client.get(RATES_URL).status_code == 200
 

@@ -82,7 +82,7 @@ def events_of(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_the_stream_and_the_workers_lose_nothing_across_roll_overs(rolling: RunStack) -> None:
     address = rolling.record()["bootstrap_servers"]
-    token = token_of(Poster(rolling.base_url, "roller"))
+    token = token_of(Poster(rolling.base_url, "roller"), staff_in=rolling)
     events = signups(1, EVENTS)
     ids = {str(event["id"]) for event in events}
     url = rolling.base_url.replace("http", "ws") + "/ws/events/"
@@ -115,7 +115,7 @@ def test_the_stream_and_the_workers_lose_nothing_across_roll_overs(rolling: RunS
 
 def test_a_resume_from_before_a_roll_over_is_told_what_is_gone(rolling: RunStack) -> None:
     address = rolling.record()["bootstrap_servers"]
-    token = token_of(Poster(rolling.base_url, "resumer"))
+    token = token_of(Poster(rolling.base_url, "resumer"), staff_in=rolling)
     url = rolling.base_url.replace("http", "ws") + "/ws/events/"
     first = signups(1000, 30)
     later = signups(2000, 200)
@@ -166,7 +166,7 @@ def test_after_make_run_starts_again_history_and_positions_go_on(
 
     first = RunStack(var_dir).start()
     try:
-        token = token_of(Poster(first.base_url, "before"))
+        token = token_of(Poster(first.base_url, "before"), staff_in=first)
         url = first.base_url.replace("http", "ws") + "/ws/events/"
         address = first.record()["bootstrap_servers"]
 
@@ -185,7 +185,7 @@ def test_after_make_run_starts_again_history_and_positions_go_on(
 
     second = RunStack(var_dir).start()
     try:
-        token = token_of(Poster(second.base_url, "after"))
+        token = token_of(Poster(second.base_url, "after"), staff_in=second)
         url = second.base_url.replace("http", "ws") + "/ws/events/"
         last = {}
         for item in seen.values():

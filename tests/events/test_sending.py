@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 
+from monitor.events import signing
 from monitor.events.emit import emit_event
 from monitor.events.sending import publish_rows
 from monitor.kafka import clients as kafka
@@ -45,9 +46,15 @@ class FakeProducer:
         self.refuse = refuse
         self.during_send: Any = None
         self.sent: list[tuple[str, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
+        self.values: list[bytes] = []
 
-    async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[None]:
         self.sent.append((topic, key))
+        self.headers.append(headers)
+        self.values.append(value)
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if key.decode() in self.refuse:
             delivery.set_exception(RuntimeError("not acknowledged"))
@@ -106,6 +113,16 @@ def test_a_failed_record_leaves_only_itself_unsent(broker, settings) -> None:
     attempts = dict(OutboxEvent.objects.values_list("key", "attempts"))
     assert attempts == {"0": 0, "1": 1, "2": 0}
     assert "not acknowledged" in OutboxEvent.objects.get(key="1").last_error
+
+
+def test_every_record_sent_carries_the_site_s_signature(broker, settings) -> None:
+    rows = saved_rows(3, settings)
+    producer = FakeProducer()
+    assert publish(producer, rows) == ids_of(rows)
+    assert producer.values == [bytes(row.payload) for row in rows]
+    for value, headers in zip(producer.values, producer.headers, strict=True):
+        assert signing.check(value, headers) is None
+        assert signing.check(value + b" ", headers) == "signature does not match"
 
 
 def test_acknowledgements_from_a_broker_replaced_during_the_send_do_not_count(

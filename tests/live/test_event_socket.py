@@ -48,7 +48,9 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 @pytest.fixture
 def user(user: Any) -> Any:
-    """The signed-up user, with an API token to connect with."""
+    """An operator (staff, who see every event), with an API token to connect with."""
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
     user.api_token = token_create(user=user, name="stream tests")[1]
     return user
 
@@ -83,6 +85,7 @@ async def connected(user: Any) -> WebsocketCommunicator:
         "protocol": 1,
         "user": user.get_username(),
         "topic": django_settings.KAFKA_EVENTS_TOPIC,
+        "topics": [django_settings.KAFKA_EVENTS_TOPIC],
     }
     assert all(int(offset) >= -1 for offset in positions.values()) and positions
     return communicator
@@ -179,9 +182,9 @@ BAD_MESSAGES = [
     pytest.param({"text_data": '{"type": "ping"'}, "malformed", id="truncated-json"),
     pytest.param({"text_data": '{"type": "teleport"}'}, "unknown_type", id="unknown-type"),
     pytest.param(
-        {"text_data": json.dumps({"type": "subscribe", "filter": {"types": ["photo.exploded"]}})},
+        {"text_data": json.dumps({"type": "subscribe", "filter": {"kind": "exploded"}})},
         "bad_filter",
-        id="filter-unknown-event-type",
+        id="filter-unknown-kind",
     ),
     pytest.param(
         {"text_data": json.dumps({"type": "subscribe", "filter": "all"})},

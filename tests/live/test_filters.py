@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -9,8 +10,40 @@ import pytest
 from monitor.live.filters import BadFilter, EventFilter
 from tests.support.events import photo_event, signup_event
 
-POSTED = photo_event(3, author_id=7, caption="Sunset at the PIER")
-SIGNED_UP = signup_event(7)
+
+def view(
+    event: dict[str, Any], *, verified: bool = True, topic: str = "user-events"
+) -> dict[str, Any]:
+    """What filters read of an item (see monitor.live.items)."""
+    return {"topic": topic, "verified": verified, "event": event}
+
+
+POSTED = view(photo_event(3, author_id=7, caption="Sunset at the PIER"))
+SIGNED_UP = view(signup_event(7))
+FOREIGN = view(
+    {
+        "specversion": "1.0",
+        "id": "A-1",
+        "source": "/shop",
+        "type": "order.placed",
+        "data": {"sku": "PIER-7"},
+    },
+    verified=False,
+    topic="orders",
+)
+FORGED = view(photo_event(4, author_id=7), verified=False)
+RAW = {
+    "topic": "orders",
+    "verified": False,
+    "record": {
+        "key": None,
+        "headers": {},
+        "value": "User signed up at the pier",
+        "encoding": "utf-8",
+        "size": 26,
+        "truncated": False,
+    },
+}
 
 
 def test_an_empty_filter_lets_everything_through() -> None:
@@ -50,7 +83,11 @@ def test_it_lets_through_what_matches_every_part(
     [
         ("photo.posted", "filter must be an object"),
         ({"types": "photo.posted"}, "types must be a list"),
-        ({"types": ["photo.exploded"]}, "unknown event types: photo.exploded"),
+        ({"types": [""]}, "types must be a list"),
+        ({"types": ["t"] * 101}, "types is limited to 100 names"),
+        ({"topics": "orders"}, "topics must be a list"),
+        ({"kind": "raw"}, "kind must be one of: event, record"),
+        ({"verified": "yes"}, "verified must be true or false"),
         ({"types": [1]}, "types must be a list"),
         ({"actor": ["7"]}, "actor must be a string"),
         ({"subject": True}, "subject must be a string"),
@@ -72,3 +109,47 @@ def test_it_describes_the_filter_it_understood() -> None:
         "actor": "7",
         "text": "pier",
     }
+
+
+def test_a_type_the_site_does_not_know_is_accepted_and_matched() -> None:
+    event_filter = EventFilter.from_message({"types": ["order.placed"]})
+    assert event_filter.matches(FOREIGN)
+    assert not event_filter.matches(POSTED) and not event_filter.matches(RAW)
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ({}, {"POSTED", "SIGNED_UP", "FOREIGN", "FORGED", "RAW"}),
+        ({"topics": ["orders"]}, {"FOREIGN", "RAW"}),
+        ({"kind": "record"}, {"RAW"}),
+        ({"kind": "event"}, {"POSTED", "SIGNED_UP", "FOREIGN", "FORGED"}),
+        ({"verified": True}, {"POSTED", "SIGNED_UP"}),
+        ({"verified": False}, {"FOREIGN", "FORGED", "RAW"}),
+        ({"text": "pier"}, {"POSTED", "FOREIGN", "RAW"}),  # a raw record's value preview too
+        ({"actor": "7"}, {"POSTED", "SIGNED_UP", "FORGED"}),  # never a raw record
+    ],
+)
+def test_it_tells_apart_topics_kinds_and_the_site_s_own(
+    description: dict[str, Any], expected: set[str]
+) -> None:
+    event_filter = EventFilter.from_message(description)
+    items = {
+        "POSTED": POSTED,
+        "SIGNED_UP": SIGNED_UP,
+        "FOREIGN": FOREIGN,
+        "FORGED": FORGED,
+        "RAW": RAW,
+    }
+    assert {name for name, item in items.items() if event_filter.matches(item)} == expected
+
+
+def test_a_public_filter_lets_through_only_the_site_s_own_feed_events() -> None:
+    public = dataclasses.replace(EventFilter(), public_only=True)
+    assert public.matches(POSTED)
+    # Not the feed's (a sign-up), not signed (forged), not the site's, not an event.
+    assert not any(public.matches(item) for item in (SIGNED_UP, FORGED, FOREIGN, RAW))
+    # What the client asked for narrows it further; it cannot widen it.
+    asked = dataclasses.replace(EventFilter.from_message({"verified": False}), public_only=True)
+    assert not asked.matches(FORGED) and not asked.matches(POSTED)
+    assert public.describe() == {}

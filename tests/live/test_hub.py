@@ -350,12 +350,23 @@ def test_it_stops_sending_once_closed() -> None:
 def test_it_encodes_an_item_as_json_with_its_position() -> None:
     raw = event_bytes(7, caption='Zürich "quoted" ☀️')
 
-    item = encode_item(TOPIC, 2, 41, raw)
+    item = encode_item(TOPIC, 2, 41, raw, timestamp=1_700_000_000_123)
+    unverified = encode_item(TOPIC, 2, 42, raw, verified=False, reason='not "signed"')
 
     assert json.loads(item) == {
         "topic": TOPIC,
         "partition": 2,
         "offset": 41,
+        "timestamp": 1_700_000_000_123,
+        "verified": True,
+        "event": json.loads(raw),
+    }
+    assert json.loads(unverified) == {
+        "topic": TOPIC,
+        "partition": 2,
+        "offset": 42,
+        "verified": False,
+        "reason": 'not "signed"',
         "event": json.loads(raw),
     }
     # The envelope is embedded verbatim, not re-encoded.

@@ -98,6 +98,8 @@ async def user_ids(communicator: WebsocketCommunicator, count: int) -> list[int]
 def test_a_stalled_reader_fails_healthz_then_skips_ahead_and_says_how_many(
     topics: tuple[str, str], user: Any, hub: FanoutHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    user.is_staff = True  # an operator: every record on the topic
+    user.save(update_fields=["is_staff"])
     token = token_create(user=user, name="keeper tests")[1]
     stalled: set[LiveReader] = set()
     read_batch = LiveReader._read_batch

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from aiokafka import TopicPartition
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -95,14 +96,24 @@ def test_history_picks_the_latest_by_time_and_keeps_each_partitions_order() -> N
 # --- the requests --------------------------------------------------------------
 
 
-def test_it_reads_since_and_history_from_the_query_string() -> None:
-    assert ReplayRequest.from_query({"since": ["0:17,1:-1"]}) == ReplayRequest(since={0: 17, 1: -1})
+def part(partition: int, topic: str = "user-events") -> TopicPartition:
+    return TopicPartition(topic, partition)
+
+
+def test_it_reads_since_and_history_from_the_query_string(settings: Any) -> None:
+    settings.KAFKA_EVENTS_TOPIC = "user-events"
+    since = {part(0): 17, part(1): -1, part(0, "orders"): 3}
+    assert ReplayRequest.from_query({"since": ["0:17,1:-1,orders/0:3"]}) == ReplayRequest(since)
     assert ReplayRequest.from_query({"history": ["20"]}) == ReplayRequest(history=20)
     assert ReplayRequest.from_query({}) is None
 
 
-def test_it_reads_since_and_history_from_a_subscribe_message() -> None:
-    assert ReplayRequest.from_message({"since": {"2": 5}}) == ReplayRequest(since={2: 5})
+def test_it_reads_since_and_history_from_a_subscribe_message(settings: Any) -> None:
+    settings.KAFKA_EVENTS_TOPIC = "user-events"
+    message = {"since": {"2": 5, "orders/1": 0}}
+    assert ReplayRequest.from_message(message) == ReplayRequest(
+        since={part(2): 5, part(1, "orders"): 0}
+    )
     assert ReplayRequest.from_message({"history": 3}) == ReplayRequest(history=3)
     assert ReplayRequest.from_message({"filter": {}}) is None
 
@@ -178,7 +189,7 @@ class Reader:
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_history_shows_the_most_recent_events_then_goes_live(stack: Stack) -> None:
-    client = signed_in_client(stack, "historian", "a-long-pass-phrase-1")
+    client = signed_in_client(stack, "historian", "a-long-pass-phrase-1", staff=True)
     produced = signups(1000, 12)
 
     async def scenario() -> None:
@@ -207,7 +218,7 @@ def test_history_shows_the_most_recent_events_then_goes_live(stack: Stack) -> No
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_filtered_history_counts_only_matching_events(stack: Stack) -> None:
-    client = signed_in_client(stack, "picky", "a-long-pass-phrase-2")
+    client = signed_in_client(stack, "picky", "a-long-pass-phrase-2", staff=True)
     photos = [photo_event(n, caption=f"pier {n}") for n in range(2000, 2004)]
 
     async def scenario() -> None:
@@ -227,7 +238,7 @@ def test_a_filtered_history_counts_only_matching_events(stack: Stack) -> None:
 
 def resume_during_a_steady_stream(stack: Stack, username: str, first_id: int) -> None:
     """Two reconnects while events keep coming: every event once, in order per partition."""
-    client = signed_in_client(stack, username, "a-long-pass-phrase-3")
+    client = signed_in_client(stack, username, "a-long-pass-phrase-3", staff=True)
     produced = signups(first_id, 240)
 
     ours = {event["id"] for event in produced}
@@ -298,7 +309,7 @@ def test_resume_from_the_broker_sends_exactly_the_missed_ones(processes: Process
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_positions_past_the_end_of_the_log_are_announced_as_a_reset(stack: Stack) -> None:
-    client = signed_in_client(stack, "restarter", "a-long-pass-phrase-4")
+    client = signed_in_client(stack, "restarter", "a-long-pass-phrase-4", staff=True)
 
     async def scenario() -> None:
         await produce(signups(4000, 2))
@@ -319,7 +330,7 @@ def test_positions_past_the_end_of_the_log_are_announced_as_a_reset(stack: Stack
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_subscribe_with_history_replays_under_the_new_filter(stack: Stack) -> None:
-    client = signed_in_client(stack, "switcher", "a-long-pass-phrase-5")
+    client = signed_in_client(stack, "switcher", "a-long-pass-phrase-5", staff=True)
     photos = [photo_event(n) for n in range(5000, 5003)]
 
     async def scenario() -> None:
@@ -351,7 +362,7 @@ def test_a_subscribe_with_history_replays_under_the_new_filter(stack: Stack) -> 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_bad_replay_is_refused_with_a_reason(stack: Stack) -> None:
-    client = signed_in_client(stack, "clumsy", "a-long-pass-phrase-6")
+    client = signed_in_client(stack, "clumsy", "a-long-pass-phrase-6", staff=True)
 
     async def scenario() -> None:
         async with stream(stack, client, since="seventeen") as websocket:
@@ -360,7 +371,7 @@ def test_a_bad_replay_is_refused_with_a_reason(stack: Stack) -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 await next_frame(websocket)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
-        async with stream(stack, client, types="no.such.type") as websocket:
+        async with stream(stack, client, kind="no-such-kind") as websocket:
             frame = await next_frame(websocket)
             assert frame["type"] == "error" and frame["code"] == "bad_filter"
         async with stream(stack, client) as websocket:

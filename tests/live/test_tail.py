@@ -28,7 +28,7 @@ def test_it_turns_a_site_address_into_the_stream_address() -> None:
     assert stream_url("ws://h:1/ws/events/") == "ws://h:1/ws/events/"
     with pytest.raises(ValueError):
         stream_url("ftp://example.com")
-    assert parse_positions("0:17, 1:-1") == {0: 17, 1: -1}
+    assert parse_positions("0:17, 1:-1,orders/2:4") == {"0": 17, "1": -1, "orders/2": 4}
 
 
 class Tail:

@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from django.conf import settings
 
+from monitor.events import signing
 from monitor.events.schema import Event, encode_event
 from monitor.kafka import clients as kafka
 
@@ -32,14 +33,19 @@ async def produce(topic: str, values: list[bytes]) -> None:
 
 async def produce_events(events: list[Event], *, pause: float = 0.0) -> None:
     """Send ``events`` to the events topic as the product does (keyed by actor,
-    so one actor's events stay in order), ``pause`` seconds apart."""
+    so one actor's events stay in order, and signed with the site's key),
+    ``pause`` seconds apart."""
     await kafka.ensure_topics()
     producer = kafka.make_producer()
     await producer.start()
     try:
         for event in events:
+            value = encode_event(event)
             await producer.send_and_wait(
-                settings.KAFKA_EVENTS_TOPIC, encode_event(event), key=event["actor"].encode()
+                settings.KAFKA_EVENTS_TOPIC,
+                value,
+                key=event["actor"].encode(),
+                headers=[signing.sign(value)],
             )
             if pause:
                 await asyncio.sleep(pause)
@@ -76,3 +82,14 @@ def committed_offsets(topic: str, group: str) -> dict[int, int | None]:
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+async def commit_as(group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Commit ``offsets`` for ``group``, as any service's consumer would."""
+    consumer = kafka.make_consumer(group_id=group)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -139,8 +140,11 @@ def csrf_token(page: httpx.Response) -> str:
     return match.group(1)
 
 
-def signed_in_client(stack: Stack, username: str, password: str) -> httpx.Client:
-    """An HTTP client that signed up through the real signup form."""
+def signed_in_client(
+    stack: Stack, username: str, password: str, *, staff: bool = False
+) -> httpx.Client:
+    """An HTTP client that signed up through the real signup form; with
+    ``staff``, an operator's (who sees every event on the stream)."""
     client = httpx.Client(base_url=stack.base_url, timeout=10)
     token = csrf_token(client.get("/accounts/signup/"))
     response = client.post(
@@ -149,6 +153,8 @@ def signed_in_client(stack: Stack, username: str, password: str) -> httpx.Client
         headers={"Referer": stack.base_url + "/accounts/signup/"},
     )
     assert response.status_code == 302, response.text
+    if staff:
+        User.objects.filter(username=username).update(is_staff=True)
     return client
 
 
@@ -157,6 +163,7 @@ class Poster:
 
     def __init__(self, base_url: str, username: str) -> None:
         self.base_url = base_url
+        self.username = username
         self.client = httpx.Client(base_url=base_url, timeout=30)
         response = self.client.post(
             "/accounts/signup/",
@@ -183,10 +190,15 @@ class Poster:
         return int(response.json()["id"])
 
 
-def make_token(username: str) -> str:
+def make_token(username: str, *, staff: bool = True) -> str:
     """A new user ``username`` (in the test database) and the secret of an API
-    token of theirs, for programs that stream events."""
+    token of theirs, for programs that stream events: an operator's (staff,
+    who see every event) unless ``staff`` is False (a user's, who see only
+    the site's public events)."""
     user = User.objects.create_user(username=username, password="pw-a-long-one-2")
+    if staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
     return token_create(user=user, name="tail")[1]
 
 
@@ -209,8 +221,12 @@ def tool_env(var_dir: Path) -> dict[str, str]:
     return {**env, "EVENTSITE_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"}
 
 
-def token_of(poster: Poster) -> str:
-    """A new API token of ``poster``'s, made through /settings/tokens/."""
+def token_of(poster: Poster, *, staff_in: RunStack | None = None) -> str:
+    """A new API token of ``poster``'s, made through /settings/tokens/; with
+    ``staff_in`` (the stack they signed up on), an operator's, who sees every
+    event on the stream."""
+    if staff_in is not None:
+        staff_in.make_staff(poster.username)
     page = poster.client.get("/settings/tokens/")
     made = poster.client.post(
         "/settings/tokens/",
@@ -245,6 +261,15 @@ class RunStack:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def make_staff(self, username: str) -> None:
+        """Make ``username`` an operator (staff: sees every event on the stream),
+        in the stack's own SQLite database."""
+        with sqlite3.connect(self.var_dir / "eventsite.sqlite3") as db:
+            changed = db.execute(
+                "update auth_user set is_staff = 1 where username = ?", (username,)
+            )
+            assert changed.rowcount == 1, username
 
     def start(self, timeout: float = 90) -> RunStack:
         """Start it; return once every part runs, /healthz answers 200, and every

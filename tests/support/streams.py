@@ -9,9 +9,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support.stack import Poster, Processes
+
+
+def make_staff(username: str) -> None:
+    User.objects.filter(username=username).update(is_staff=True)
 
 
 @asynccontextmanager
@@ -21,8 +27,10 @@ async def slow_reader(
     """A signed-in stream client that reads from its socket only while the test
     consumes, with a small receive buffer (which also turns off the kernel's
     autotuning), so that it falls behind within a few MB; welcomed already.
+    The user is an operator (staff), who sees every record on the topic.
     ``options`` go to ``websockets``' ``connect`` (e.g. ``ping_interval=None``)."""
     poster = Poster(processes.base_url, username)
+    await sync_to_async(make_staff)(username)
     cookie = {"Cookie": f"sessionid={poster.client.cookies['sessionid']}"}
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)

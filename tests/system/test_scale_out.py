@@ -36,6 +36,7 @@ from django.contrib.auth.models import User
 from django.db.models import Sum
 from websockets.asyncio.client import connect
 
+from monitor.events import signing
 from monitor.events.schema import encode_event, parse_event
 from monitor.kafka import clients as kafka
 from monitor.kafka.embedded import free_port
@@ -63,13 +64,16 @@ def wait_for(condition: Callable[[], Any], timeout: float, message: Callable[[],
 
 
 @pytest.fixture
-def production(processes: Processes) -> Processes:
+def production(processes: Processes, settings: Any) -> Processes:
     """``processes``, whose product processes load ``eventsite.production``:
-    a strong secret key, explicit hosts, and plain HTTP (no SSL redirect)."""
+    a strong secret key, explicit hosts, and plain HTTP (no SSL redirect);
+    this test signs what it produces with the same event signing key."""
+    settings.EVENT_SIGNING_KEYS = "scale:" + secrets.token_urlsafe(40)
     processes.env.update(
         {
             "DJANGO_SETTINGS_MODULE": "eventsite.production",
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+            "EVENT_SIGNING_KEYS": settings.EVENT_SIGNING_KEYS,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "EVENTSITE_SSL_REDIRECT": "false",
             "EVENTSITE_SERVE_FILES": "true",
@@ -127,8 +131,12 @@ async def produce(events: list[dict], per_second: float | None = None) -> None:
     try:
         started = time.monotonic()
         for index, event in enumerate(events):
+            value = encode_event(event)  # signed as the site signs its own
             await producer.send(
-                settings.KAFKA_EVENTS_TOPIC, encode_event(event), key=event["actor"].encode()
+                settings.KAFKA_EVENTS_TOPIC,
+                value,
+                key=event["actor"].encode(),
+                headers=[signing.sign(value)],
             )
             if per_second:
                 ahead = index / per_second - (time.monotonic() - started)
@@ -297,8 +305,9 @@ def test_two_web_processes_each_stream_every_event_to_their_own_clients(
     for url in urls:
         assert_serves_production(url)
     tokens = [
-        token_create(
-            user=User.objects.create_user(username=f"watcher{n}", password=None), name="scale"
+        token_create(  # operators, who see every event
+            user=User.objects.create_user(username=f"watcher{n}", password=None, is_staff=True),
+            name="scale",
         )[1]
         for n in range(6)
     ]

@@ -43,10 +43,11 @@ def test_a_post_appears_live_on_the_dashboard_and_in_the_feed(
     post = Post.objects.get()
     cells = [cell.inner_text() for cell in row.query_selector_all("td")]
     assert cells[1] == "photo.posted"
-    assert cells[2] == str(post.author_id)
-    assert cells[3] == f"posts/{post.pk}"
-    assert re.fullmatch(r"\d+@\d+", cells[4])
-    assert re.fullmatch(r"-?\d+ ms", cells[5])
+    assert cells[2] == "user-events"
+    assert cells[3] == str(post.author_id)
+    assert cells[4] == f"posts/{post.pk}"
+    assert re.fullmatch(r"\d+@\d+", cells[5])
+    assert re.fullmatch(r"-?\d+ ms", cells[6])
     # The counters come from the analytics worker, polled every few seconds.
     dashboard.wait_for_function(
         """document.querySelector('#counts tr[data-type="photo.posted"] .count')

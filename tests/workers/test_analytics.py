@@ -30,11 +30,15 @@ def posted(post_id: int, *, at: datetime, author_id: int = 1) -> Event:
 def delivered(
     event: Event, offset: int, *, partition: int = 0, topic: str = "user-events"
 ) -> RecordedFrom:
-    return RecordedFrom(event=event, topic=topic, partition=partition, offset=offset)
+    """The site's own event (verified), as read from ``topic``."""
+    return RecordedFrom(event=event, topic=topic, partition=partition, offset=offset, verified=True)
 
 
 def minute_counts() -> dict[tuple[datetime, str], int]:
-    return {(row.minute, row.type): row.count for row in EventMinuteCount.objects.all()}
+    """Per minute and type; every event here comes from the same source."""
+    rows = EventMinuteCount.objects.all()
+    assert {row.source for row in rows} <= {"/test"}
+    return {(row.minute, row.type): row.count for row in rows}
 
 
 def test_it_stores_an_event_delivered_twice_in_one_batch_once() -> None:
@@ -149,6 +153,8 @@ def test_it_stores_the_kafka_position_and_the_envelope() -> None:
     assert row.partition == 2
     assert row.offset == 123_456_789_012
     assert row.recorded_at is not None
+    assert row.verified is True
+    assert row.cloudevent_id == event["id"] == row.envelope_id
 
 
 def test_it_returns_zero_and_writes_nothing_for_an_empty_batch() -> None:

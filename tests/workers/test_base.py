@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import uuid
 
 import pytest
 from django.db import OperationalError
@@ -16,6 +15,7 @@ from monitor.kafka import clients as kafka
 from monitor.models import AnalyticsEvent, DeadLetter, EventMinuteCount
 from monitor.workers.analytics import AnalyticsWorker
 from monitor.workers.base import FinishBatchOnRevoke
+from monitor.workers.records import event_key
 from tests.support.events import signup_event
 from tests.support.kafka import committed_offsets, produce, read_all
 from tests.support.workers import IsolatedWorker, run_until_consumed
@@ -26,21 +26,22 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_it_records_valid_events_and_dead_letters_poison(topics) -> None:
     topic, dlq = topics
     valid = [signup_event(n) for n in range(20)]
+    # A CloudEvent of a type the site does not know is no poison: it is counted.
     unknown = dict(signup_event(99), type="photo.teleported")
     poison = {
         b"{not json": "not JSON",
         b"\xff\xfe\x00": "not UTF-8",
-        encode_event(unknown): "unknown event type",
         json.dumps({"specversion": "1.0"}).encode(): "missing",
     }
     values = [encode_event(event) for event in valid[:10]] + list(poison)
-    values += [encode_event(event) for event in valid[10:]]
+    values += [encode_event(event) for event in [*valid[10:], unknown]]
     asyncio.run(produce(topic, values))
     committed = asyncio.run(run_until_consumed(IsolatedWorker(), topic, len(values)))
 
     stored = set(AnalyticsEvent.objects.values_list("event_id", flat=True))
-    assert stored == {uuid.UUID(event["id"]) for event in valid}
-    assert sum(EventMinuteCount.objects.values_list("count", flat=True)) == 20
+    # Unsigned, so none is the site's own: each is stored under its unverified key.
+    assert stored == {event_key(event, verified=False) for event in [*valid, unknown]}
+    assert sum(EventMinuteCount.objects.values_list("count", flat=True)) == 21
     # Every record, poison included, is done with.
     assert sum(offset or 0 for offset in committed.values()) == len(values)
 

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from aiokafka import ConsumerRecord, TopicPartition
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.db import connection
@@ -19,14 +20,16 @@ from django.utils import timezone
 from websockets.asyncio.client import connect
 
 from monitor.dashboard import overview
+from monitor.events import signing
 from monitor.events.schema import build_event, encode_event
+from monitor.kafka import clients as kafka
 from monitor.live.notice_poller import NoticePoller, PollCursor, notice_frames
 from monitor.management.processes import stop_processes
 from monitor.models import DeadLetter, Notice
 from monitor.workers.notifications import NotificationsWorker, notice_for, store_notices
-from monitor.workers.records import RecordedFrom
+from monitor.workers.records import RecordedFrom, split_records
 from tests.support.events import photo_event, signup_event
-from tests.support.kafka import committed_offsets, produce
+from tests.support.kafka import committed_offsets
 from tests.support.stack import Processes, Stack
 from tests.support.workers import run_until_consumed
 
@@ -83,7 +86,42 @@ def followed(follower: User, followee_id: int, followee: str = "someone") -> dic
 
 
 def records(*events: dict) -> list[RecordedFrom]:
-    return [RecordedFrom(event, "user-events", 0, offset) for offset, event in enumerate(events)]
+    """The site's own events (verified), as the worker reads them."""
+    return [
+        RecordedFrom(event, "user-events", 0, offset, verified=True)
+        for offset, event in enumerate(events)
+    ]
+
+
+def signed(value: bytes) -> list[tuple[str, bytes]]:
+    return [signing.sign(value)]
+
+
+# A signature of the right form that no key of the site's makes.
+WRONG_SIGNATURE = [(signing.SIGNATURE_HEADER, b"v1=s0:" + b"0" * 64)]
+
+
+async def produce_with_headers(topic: str, records: list[tuple[bytes, list]]) -> None:
+    """Send each (value, headers) to ``topic`` in order, spread over three keys."""
+    await kafka.ensure_topics()
+    producer = kafka.make_producer()
+    await producer.start()
+    try:
+        for index, (value, headers) in enumerate(records):
+            await producer.send_and_wait(topic, value, key=str(index % 3).encode(), headers=headers)
+    finally:
+        await producer.stop()
+
+
+def produce_signed(topic: str, values: list[bytes]) -> None:
+    """Send ``values`` as the site does, each signed with its key."""
+    asyncio.run(produce_with_headers(topic, [(value, signed(value)) for value in values]))
+
+
+def as_read(value: bytes, offset: int, headers: list) -> ConsumerRecord:
+    return ConsumerRecord(
+        "user-events", 0, offset, 0, 0, None, value, None, -1, len(value), headers
+    )
 
 
 def texts(user: User) -> list[str]:
@@ -177,6 +215,39 @@ def test_the_same_batch_twice_stores_each_notice_once(ana, ben) -> None:
     assert Notice.objects.get(recipient=ben).read_at is not None
 
 
+@pytest.mark.django_db
+def test_only_a_signed_like_tells_the_author(ana, ben, caplog) -> None:
+    value = encode_event(liked(7, ben.pk, ana.pk, "ana"))
+    forged = encode_event(liked(8, ben.pk, ana.pk, "ana"))
+    batch = {
+        TopicPartition("user-events", 0): [
+            as_read(forged, 0, []),
+            as_read(forged, 1, WRONG_SIGNATURE),
+            as_read(value, 2, signed(value)),
+        ]
+    }
+    valid, dead = split_records(batch, max_bytes=1 << 20)
+    assert dead == []  # a forgery is no dead letter
+
+    with caplog.at_level("DEBUG", logger="monitor.workers.notifications"):
+        assert store_notices(valid) == 1
+
+    assert texts(ben) == ["ana liked your photo"]
+    assert Notice.objects.get().subject == "posts/7"
+    assert "2 unverified events skipped" in caplog.text
+
+
+@pytest.mark.django_db
+def test_an_unsigned_or_wrongly_signed_like_tells_nobody(ana, ben) -> None:
+    value = encode_event(liked(7, ben.pk, ana.pk, "ana"))
+    for offset, headers in enumerate(([], WRONG_SIGNATURE)):
+        batch = {TopicPartition("user-events", 0): [as_read(value, offset, headers)]}
+        valid, dead = split_records(batch, max_bytes=1 << 20)
+        assert [record.verified for record in valid] == [False] and dead == []
+        assert store_notices(valid) == 0
+    assert not Notice.objects.exists()
+
+
 # --- The worker against the broker -------------------------------------------
 
 
@@ -199,17 +270,21 @@ def test_the_worker_stores_notices_commits_and_dead_letters_poison(topics, ana, 
         liked(9, ana.pk, ana.pk, "ana"),  # her own photo: nobody is told
         signup_event(ana.pk),
     ]
-    values = [encode_event(event) for event in events] + [b"{not json"]
-    asyncio.run(produce(topic, values))
+    forged = encode_event(liked(8, ben.pk, ana.pk, "ana"))
+    values = [encode_event(event) for event in events]
+    sent = [(value, signed(value)) for value in values] + [(b"{not json", [])]
+    sent += [(forged, []), (forged, WRONG_SIGNATURE)]  # forgeries: skipped, not dead
+    values = [value for value, _ in sent]
+    asyncio.run(produce_with_headers(topic, sent))
     committed = asyncio.run(run_until_consumed(IsolatedNotifications(), topic, len(values)))
 
     assert sum(offset or 0 for offset in committed.values()) == len(values)
     # (Across partitions, in no particular order.)
     assert sorted(texts(ben)) == ["ana commented: <b>nice</b>", "ana liked your photo"]
     assert texts(ana) == ["ben started following you"]
-    dead = DeadLetter.objects.get()
-    assert dead.group == IsolatedNotifications.group_id
-    assert "not JSON" in dead.reason
+    (part,) = DeadLetter.objects.get().groups.all()
+    assert part.group == IsolatedNotifications.group_id
+    assert "not JSON" in part.reason
 
     # Every record delivered again (read by a group that has committed nothing): nothing new.
     class ReadsEverythingAgain(NotificationsWorker):
@@ -226,7 +301,7 @@ def test_run_notifications_stores_once_across_a_restart(
 ) -> None:
     monkeypatch.setitem(Processes.COMMANDS, "notifications", ["manage.py", "run_notifications"])
     first = [liked(7, ben.pk, ana.pk, "ana"), followed(ben, ana.pk, "ana")]
-    asyncio.run(produce(settings.KAFKA_EVENTS_TOPIC, [encode_event(e) for e in first]))
+    produce_signed(settings.KAFKA_EVENTS_TOPIC, [encode_event(e) for e in first])
     worker = processes.start("notifications")
     wait_for(lambda: Notice.objects.count() == 2, 60, lambda: processes.log("notifications"))
     stopped = time.monotonic()
@@ -236,7 +311,7 @@ def test_run_notifications_stores_once_across_a_restart(
 
     # The same events again (a producer's retry), and a new one.
     again = [*first, commented(7, ben.pk, ana.pk, "ana", "again")]
-    asyncio.run(produce(settings.KAFKA_EVENTS_TOPIC, [encode_event(e) for e in again]))
+    produce_signed(settings.KAFKA_EVENTS_TOPIC, [encode_event(e) for e in again])
     processes.start("notifications")
     topic = settings.KAFKA_EVENTS_TOPIC
     wait_for(

@@ -42,8 +42,12 @@ def midnight(days_ago: int) -> datetime:
 
 
 def record(events: list[Event], *, first_offset: int = 0) -> int:
+    """Record the site's own events (verified)."""
     return record_batch(
-        [RecordedFrom(event, "user-events", 0, first_offset + n) for n, event in enumerate(events)]
+        [
+            RecordedFrom(event, "user-events", 0, first_offset + n, verified=True)
+            for n, event in enumerate(events)
+        ]
     )
 
 
@@ -55,7 +59,9 @@ def prune(*args: str) -> str:
 
 def aggregates() -> dict[str, Any]:
     return {
-        "minutes": sorted(EventMinuteCount.objects.values_list("minute", "type", "count")),
+        "minutes": sorted(
+            EventMinuteCount.objects.values_list("minute", "type", "source", "count")
+        ),
         "user_days": sorted(UserDayActivity.objects.values_list("day", "actor", "count")),
         "post_days": sorted(
             PostDayEngagement.objects.values_list("day", "post_id", "likes", "unlikes", "comments")
@@ -324,14 +330,18 @@ actions = st.lists(
 
 def recount() -> dict[str, Any]:
     """The aggregates, counted again from the raw events."""
-    rows = list(AnalyticsEvent.objects.values_list("time", "type", "actor", "data"))
+    rows = list(
+        AnalyticsEvent.objects.values_list("time", "type", "source", "actor", "data", "verified")
+    )
     engagement: dict[tuple[date, int], list[int]] = {}
-    for time, event_type, _, data in rows:
+    for time, event_type, _, _, data, verified in rows:
         column = {"photo.liked": 0, "photo.unliked": 1, "comment.added": 2}.get(event_type)
-        if column is not None:
+        if column is not None and verified:
             engagement.setdefault((time.date(), data["post_id"]), [0, 0, 0])[column] += 1
-    minutes = Counter((time.replace(second=0, microsecond=0), kind) for time, kind, _, _ in rows)
-    user_days = Counter((time.date(), actor) for time, _, actor, _ in rows)
+    minutes = Counter(
+        (time.replace(second=0, microsecond=0), kind, source) for time, kind, source, *_ in rows
+    )
+    user_days = Counter((time.date(), actor) for time, _, _, actor, *_ in rows if actor)
     return {
         "minutes": sorted((*key, n) for key, n in minutes.items()),
         "user_days": sorted((*key, n) for key, n in user_days.items()),

@@ -1,8 +1,10 @@
 """List dead letters, or re-drive them once their cause is fixed.
 
-Re-driving puts each letter's original bytes back on the events topic
-(:mod:`monitor.workers.deadletters`); a letter is marked re-driven only once
-the broker acknowledged it, and the command fails if any was not. Without
+Re-driving puts each letter's original bytes back on the events topic, for
+the groups that refused it (:mod:`monitor.workers.redrive`); a letter is
+marked re-driven only once the broker acknowledged it, and the command fails
+if any was not. Each pending letter is listed on one line: its id, the
+groups waiting for it, its position and their reasons. Without
 ``KAFKA_BOOTSTRAP_SERVERS`` re-driving uses the broker of the stack running
 from ``VAR_DIR`` (``make run``); listing needs no broker.
 """
@@ -14,8 +16,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from monitor.management.running_stack import use_running_broker
-from monitor.models import DeadLetter
-from monitor.workers.deadletters import redrive_now
+from monitor.models import DeadLetter, DeadLetterGroup
+from monitor.workers.redrive import redrive_now
 
 
 class Command(BaseCommand):
@@ -30,13 +32,16 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         pending = DeadLetter.objects.filter(redriven_at__isnull=True).order_by("id")
         if options["list"]:
-            for letter in pending:
-                self.stdout.write(f"{letter.pk}\t{letter.group}\t{letter}")
+            for letter in pending.prefetch_related("groups"):
+                self.stdout.write(pending_line(letter))
             return
         if options["ids"]:
             selected = pending.filter(pk__in=options["ids"])
         elif options["reason"]:
-            selected = pending.filter(reason__icontains=options["reason"])
+            waiting = DeadLetterGroup.objects.filter(
+                stored_at=None, reason__icontains=options["reason"]
+            )
+            selected = pending.filter(pk__in=waiting.values("letter_id"))
         elif options["all"]:
             selected = pending
         else:
@@ -47,3 +52,19 @@ class Command(BaseCommand):
         self.stdout.write(f"re-drove {done} of {len(letters)} dead letters")
         if done < len(letters):
             raise CommandError("some dead letters were not acknowledged by the broker")
+
+
+def pending_line(letter: DeadLetter) -> str:
+    """``id<TAB>groups<TAB>topic[partition]@offset: reason``: the groups waiting
+    for the letter, and what each said (its reason, and how many times it
+    refused the record if more than once), once if they all said the same."""
+    parts = [part for part in letter.groups.all() if part.stored_at is None]
+    said = {
+        part.group: part.reason + (f" ({part.attempts} attempts)" if part.attempts > 1 else "")
+        for part in parts
+    }
+    if len(set(said.values())) == 1:
+        text = next(iter(said.values()))
+    else:
+        text = "; ".join(f"{group}: {words}" for group, words in said.items())
+    return f"{letter.pk}\t{','.join(said)}\t{letter}: {text}"

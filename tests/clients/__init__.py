@@ -1,0 +1,1 @@
+"""Tests with Kafka clients written elsewhere: kafkajs and confluent-kafka."""
