@@ -221,6 +221,9 @@ def processes(
         **os.environ,
         **child_database_env(),
         "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers,
+        # The test's topics (fresh ones, with the ``topics`` fixture).
+        "KAFKA_EVENTS_TOPIC": settings.KAFKA_EVENTS_TOPIC,
+        "KAFKA_DLQ_TOPIC": settings.KAFKA_DLQ_TOPIC,
         "DJANGO_MEDIA_ROOT": str(media_root),
         "OUTBOX_RELAY_AFTER_SECONDS": "2",
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
