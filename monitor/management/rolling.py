@@ -96,6 +96,7 @@ class Roller:
         self._committed = 0  # all groups' committed offsets together, at the last look
         self._next_attempt = 0.0
         self._recorded: tuple[str, Ends] | None = None
+        self._reading = asyncio.Lock()  # the watcher reads one set of ends at a time
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check every ``check_seconds`` until ``stop``; raises BrokerDied."""
@@ -210,6 +211,10 @@ class Roller:
         """Per topic and partition, the broker's end. The embedded broker reports
         the first offset of the last batch plus one; ``exact`` reads past that to
         the high watermark of a fetch."""
+        async with self._reading:
+            return await self._read_ends(exact)
+
+    async def _read_ends(self, exact: bool) -> Ends:
         if exact and self._watcher is not None:
             # A new consumer: no high watermark from an earlier fetch is taken for now's.
             await kafka.stop_quietly(self._watcher, timeout=2.0)
